@@ -1,0 +1,9 @@
+"""Parley's Dramatiq broker and actors; `dramatiq jobs --queues asr` runs a worker on them.
+
+Importing this package never loads a model engine: actors import engine code inside their bodies,
+so the web tier can import them to enqueue work.
+"""
+from jobs.broker import QUEUES, broker
+from jobs.transcription import retranscribe, transcribe
+
+__all__ = ["QUEUES", "broker", "retranscribe", "transcribe"]

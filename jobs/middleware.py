@@ -1,0 +1,103 @@
+"""Worker middleware: database set-up at boot, and heartbeats that say which workers are alive."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import dramatiq
+import redis
+from dramatiq.middleware import Middleware
+
+from parley.config import ensure_dirs, get_settings
+
+log = logging.getLogger(__name__)
+
+WORKER_KEY_PREFIX = "parley:worker:"
+HEARTBEAT_INTERVAL_S = 5.0
+
+
+SPEECH_QUEUES = {"asr", "asr_quick"}
+
+
+class WorkerBoot(Middleware):
+    """Readies a worker process before it takes messages: database migrated, engines warmed up.
+
+    Warm-up (PARLEY_WARMUP, default 1) loads the default Whisper model and runs the speaker encoder
+    once, so the first job does not pay for model loading and numba's JIT compilation.
+    """
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        from models import migrate
+
+        settings = get_settings()
+        ensure_dirs(settings)
+        migrate(settings.database_url)
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        queues = set(worker.queues or broker.get_declared_queues())
+        if os.environ.get("PARLEY_WARMUP", "1") != "0" and queues & SPEECH_QUEUES:
+            from workers.pipeline import warm_up
+
+            warm_up(get_settings())
+
+
+class WorkerHeartbeat(Middleware):
+    """Every few seconds, writes this worker's queues, device and current job under a key that expires.
+
+    Readers (the upload readiness gate, the dashboard) see a worker as alive while its key exists.
+    """
+
+    def __init__(self, *, interval_s: float = HEARTBEAT_INTERVAL_S):
+        self.interval_s = interval_s
+        self.current: dict[str, str] = {}  # message id -> actor name, of messages being processed
+        self._stop = threading.Event()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        queues = sorted(worker.queues or broker.get_declared_queues())
+        self.key = f"{WORKER_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
+        self.info = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": queues,
+            "device": os.environ.get("CUDA_VISIBLE_DEVICES", "cpu" if get_settings().device == "cpu" else "auto"),
+            "started_at": time.time(),
+        }
+        threading.Thread(target=self._beat, name="parley-heartbeat", daemon=True).start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self._stop.set()
+        try:
+            self._redis.delete(self.key)
+        except (redis.RedisError, AttributeError):
+            pass
+
+    def before_process_message(self, broker, message) -> None:
+        self.current[message.message_id] = message.actor_name
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        self.current.pop(message.message_id, None)
+
+    after_skip_message = after_process_message
+
+    def _beat(self) -> None:
+        from parley.redisconn import client
+
+        self._redis = client(get_settings().redis_url)
+        while not self._stop.is_set():
+            try:
+                state = dict(self.info, busy=sorted(self.current.values()), seen_at=time.time())
+                self._redis.set(self.key, json.dumps(state), ex=int(self.interval_s * 3))
+            except redis.RedisError as exc:
+                log.warning("worker heartbeat failed: %s", exc)
+            self._stop.wait(self.interval_s)
+
+
+def alive_workers(conn: redis.Redis) -> list[dict]:
+    """The workers whose heartbeat has not expired."""
+    keys = list(conn.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200))
+    values = conn.mget(keys) if keys else []
+    return [json.loads(v) for v in values if v]

@@ -1,0 +1,139 @@
+"""Tables: sessions, transcription jobs, their segments and their event log."""
+from __future__ import annotations
+
+import json
+import time
+
+import peewee
+
+from models.db import db
+from parley.formats import clock
+
+
+def now() -> float:
+    return time.time()
+
+
+class JSONField(peewee.TextField):
+    """JSON stored as text, so the same schema works on SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+
+class Session(BaseModel):
+    """A recorded conversation: its metadata, its audio and the state of its transcript."""
+
+    file_name = peewee.TextField()
+    client_name = peewee.TextField(default="")
+    session_name = peewee.TextField(default="")
+    session_type = peewee.TextField(default="")
+    therapy = peewee.TextField(default="")
+    date = peewee.TextField()  # ISO 8601, noon UTC: "2026-06-23T12:00:00.000Z"
+    audio_path = peewee.TextField(null=True)  # file name inside the audio directory; null once deleted
+    audio_sha256 = peewee.TextField(null=True)
+    audio_bytes = peewee.BigIntegerField(null=True)
+    status = peewee.TextField(default="pending")  # pending, queued, transcribing, completed, failed
+    whisper_job_id = peewee.TextField(null=True)
+    transcript_token_count = peewee.IntegerField(null=True)
+    duration = peewee.IntegerField(null=True)  # seconds
+    error_message = peewee.TextField(null=True)
+    show_speakers = peewee.IntegerField(default=1)
+    num_speakers = peewee.IntegerField(null=True)
+    created_at = peewee.FloatField(default=now)
+
+
+class Job(BaseModel):
+    """One unit of speech work on the queue: a full transcription or a segment re-transcription."""
+
+    id = peewee.CharField(primary_key=True, max_length=36)  # uuid4
+    session = peewee.ForeignKeyField(Session, null=True, backref="jobs", on_delete="CASCADE")
+    kind = peewee.TextField(default="transcribe")  # transcribe, retranscribe
+    status = peewee.TextField(default="queued", index=True)  # queued, processing, completed, failed, canceled
+    message = peewee.TextField(default="")
+    progress = peewee.FloatField(default=0.0)
+    model_name = peewee.TextField()
+    language = peewee.TextField(null=True)  # requested; null = detect
+    detected_language = peewee.TextField(null=True)
+    diarize = peewee.BooleanField(default=True)
+    num_speakers = peewee.IntegerField(null=True)  # requested; null = estimate
+    audio_path = peewee.TextField(null=True)  # file name inside the audio directory
+    audio_sha256 = peewee.TextField(null=True)
+    audio_duration = peewee.FloatField(null=True)
+    chunk_plan = JSONField(null=True)  # [[start_s, end_s], ...], fixed once planned so a resumed job cuts alike
+    chunks_done = peewee.IntegerField(default=0)
+    chunk_progress = peewee.FloatField(default=0.0)
+    event_seq = peewee.IntegerField(default=0)  # sequence number of the last event recorded
+    attempts = peewee.IntegerField(default=0)
+    error = peewee.TextField(null=True)
+    params = JSONField(default=dict)  # kind-specific input, e.g. the segment range to re-transcribe
+    result = JSONField(null=True)  # kind-specific output of a re-transcription
+    worker = peewee.TextField(null=True)  # host:pid of the worker that last ran it
+    created_at = peewee.FloatField(default=now)
+    updated_at = peewee.FloatField(default=now)
+    started_at = peewee.FloatField(null=True)
+    finished_at = peewee.FloatField(null=True)
+
+    TERMINAL = ("completed", "failed", "canceled")
+
+    @property
+    def total_chunks(self) -> int:
+        return len(self.chunk_plan or [])
+
+
+class Segment(BaseModel):
+    """A stretch of recognised speech, committed as soon as the engine produces it."""
+
+    job = peewee.ForeignKeyField(Job, backref="segments", on_delete="CASCADE")
+    idx = peewee.IntegerField()  # position in the transcript, from 0
+    chunk_index = peewee.IntegerField()
+    start = peewee.FloatField()
+    end = peewee.FloatField()
+    text = peewee.TextField()
+    speaker = peewee.TextField(null=True)
+    speaker_confidence = peewee.FloatField(null=True)
+    words = JSONField(default=list)  # [{"start", "end", "word", "probability"}]
+    avg_logprob = peewee.FloatField(null=True)
+    no_speech_prob = peewee.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("job", "idx"), True),)
+
+    def as_dict(self) -> dict:
+        """The segment as the API returns it and as live streams carry it."""
+        return {
+            "id": self.idx,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "speaker": self.speaker,
+            "speaker_confidence": None if self.speaker_confidence is None else round(self.speaker_confidence, 3),
+            "start_display": clock(self.start),
+            "end_display": clock(self.end),
+            "words": self.words,
+        }
+
+
+class JobEvent(BaseModel):
+    """The durable log behind live progress: every event a worker publishes, by per-job sequence number."""
+
+    job = peewee.ForeignKeyField(Job, backref="events", on_delete="CASCADE")
+    seq = peewee.IntegerField()
+    type = peewee.TextField()  # status, segment, speakers
+    payload = JSONField()
+    created_at = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("job", "seq"), True),)
+
+
+ALL_TABLES = [Session, Job, Segment, JobEvent]

@@ -1,0 +1,58 @@
+"""Probing audio files with ffprobe: is this audio, how long is it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+from pathlib import Path
+
+
+class MediaError(Exception):
+    """The file is not audio we can read; the message says why, in words a user understands."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MediaInfo:
+    duration: float | None  # seconds; None when the container does not say
+    format_name: str
+    audio_codec: str
+    sample_rate: int | None
+    channels: int | None
+    has_video: bool
+
+
+def probe(path: Path, *, timeout: float = 30.0) -> MediaInfo:
+    """Read the container and stream headers of `path` (the bytes, not the name or content type)."""
+    if Path(path).stat().st_size == 0:
+        raise MediaError("the file is empty")
+    cmd = [
+        "ffprobe", "-v", "error", "-print_format", "json",
+        "-show_entries", "format=format_name,duration:stream=codec_type,codec_name,sample_rate,channels",
+        str(path),
+    ]
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise MediaError("the file could not be read as audio (probing timed out)") from exc
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        raise MediaError("not an audio file: " + (reason[-1] if reason else "unrecognised format"))
+    data = json.loads(done.stdout or b"{}")
+    streams = data.get("streams", [])
+    audio = [s for s in streams if s.get("codec_type") == "audio"]
+    if not audio:
+        raise MediaError("not an audio file: it has no audio stream")
+    fmt = data.get("format", {})
+    try:
+        duration = float(fmt["duration"])
+    except (KeyError, TypeError, ValueError):
+        duration = None
+    first = audio[0]
+    return MediaInfo(
+        duration=duration,
+        format_name=fmt.get("format_name", ""),
+        audio_codec=first.get("codec_name", ""),
+        sample_rate=int(first["sample_rate"]) if first.get("sample_rate") else None,
+        channels=first.get("channels"),
+        has_video=any(s.get("codec_type") == "video" for s in streams),
+    )

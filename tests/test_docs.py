@@ -1,0 +1,115 @@
+"""Tests for the API docs blueprint (OpenAPI document and Swagger UI viewer)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+
+from web.docs import docs_bp
+from web.openapi import openapi_document
+
+EXPECTED_OPERATIONS = {
+    ("/health", "get"),
+    ("/", "get"),
+    ("/api/transcribe/models", "get"),
+    ("/api/transcribe/", "post"),
+    ("/api/transcribe/jobs", "get"),
+    ("/api/transcribe/status/{job_id}", "get"),
+    ("/api/transcribe/result/{job_id}", "get"),
+    ("/api/transcribe/live/{job_id}", "get"),
+    ("/api/transcribe/events/{job_id}", "get"),
+    ("/api/transcribe/debug/{job_id}", "get"),
+    ("/api/retranslate/segment", "post"),
+    ("/api/retranslate/segment-from-full", "post"),
+    ("/api/openapi.json", "get"),
+    ("/api/docs", "get"),
+    ("/api/schema", "get"),
+}
+
+
+@pytest.fixture()
+def client():
+    app = Flask(__name__)
+    app.config["TESTING"] = True
+    app.register_blueprint(docs_bp)
+    return app.test_client()
+
+
+def test_openapi_json_is_valid(client):
+    resp = client.get("/api/openapi.json")
+    assert resp.status_code == 200
+    assert resp.mimetype == "application/json"
+    doc = resp.get_json()
+    assert doc["openapi"] == "3.0.3"
+    assert doc["info"]["title"] == "Parley API"
+    assert doc["servers"] == [{"url": "http://localhost"}]
+
+    validator = pytest.importorskip("openapi_spec_validator")
+    validator.validate(doc)
+
+
+def test_every_endpoint_is_documented(client):
+    doc = client.get("/api/openapi.json").get_json()
+    operations = {(path, method) for path, item in doc["paths"].items() for method in item}
+    assert operations == EXPECTED_OPERATIONS
+    assert {tag["name"] for tag in doc["tags"]} == {"meta", "transcribe", "retranslate", "docs"}
+
+
+def test_refs_resolve_and_responses_carry_standard_headers():
+    doc = openapi_document()
+    assert "servers" not in doc
+    schemas = doc["components"]["schemas"]
+    headers = doc["components"]["headers"]
+
+    def walk(node):
+        if isinstance(node, dict):
+            target = node.get("$ref")
+            if target is not None:
+                kind, name = target.split("/")[-2:]
+                assert name in doc["components"][kind], target
+                assert set(node) == {"$ref"}, f"siblings of $ref are ignored in OpenAPI 3.0: {node}"
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    assert {"Error", "JobStatus", "Transcript", "Segment", "RetranslateResult"} <= set(schemas)
+    assert set(headers) == {"X-Request-ID", "X-Process-Time-Ms"}
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for code, response in op["responses"].items():
+                if code == "101":
+                    continue
+                assert set(response["headers"]) >= set(headers), (path, method, code)
+
+
+def test_docs_page_assets_resolve_locally(client):
+    resp = client.get("/api/docs")
+    assert resp.status_code == 200
+    assert resp.mimetype == "text/html"
+    html = resp.get_data(as_text=True)
+    assert "/api/openapi.json" in html
+    assert not re.search(r"https?://", html)
+
+    urls = re.findall(r'<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"', html)
+    assert len(urls) >= 3
+    for url in urls:
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        assert asset.data, url
+        asset.close()
+
+
+def test_static_route_rejects_traversal(client):
+    assert client.get("/api/docs/static/../../../../etc/passwd").status_code == 404
+    assert client.get("/api/docs/static/no-such-file.js").status_code == 404
+
+
+def test_schema_redirects_to_docs(client):
+    resp = client.get("/api/schema")
+    assert resp.status_code == 302
+    assert resp.headers["Location"].endswith("/api/docs")

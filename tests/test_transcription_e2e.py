@@ -1,0 +1,102 @@
+"""Transcription through the whole stack: HTTP upload → Redis queue → worker → result, exports, progress."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+from conftest import AUDIO, truth
+from helpers import label_agreement, wer
+
+DISPLAY = re.compile(r"^\d{2}:\d{2}:\d{2}\.\d{3}$")
+
+
+def test_two_speakers_words_speakers_and_progress(stack):
+    audio = AUDIO / "two_speakers.mp3"
+    answer = stack.upload(audio, diarize="true", model_name="tiny.en")
+    assert answer.status_code == 200, answer.text
+    job_id = answer.json()["job_id"]
+    assert answer.json()["status"] == "queued"
+
+    seen_messages = set()
+
+    def poll():
+        body = stack.get(f"/api/transcribe/status/{job_id}").json()
+        seen_messages.add(body["message"])
+        return body if body["status"] in ("completed", "failed") else None
+
+    from conftest import wait_until
+    status = wait_until(poll, timeout=240, interval=0.2, what="transcription")
+    assert status["status"] == "completed", status
+    assert status["progress"] == 100
+    assert any(re.fullmatch(r"Processing chunk \d+/\d+ \(\d+%\)", m) for m in seen_messages), seen_messages
+
+    result = stack.get(f"/api/transcribe/result/{job_id}").json()
+    gt = truth("two_speakers")
+    reference = " ".join(t["text"] for t in gt["turns"])
+    assert wer(reference, result["text"]) < 0.15, result["text"]
+    assert result["language"] == "en"
+    assert abs(result["audio_duration"] - gt["duration"]) < 0.5
+    assert result["model_used"] == "tiny.en"
+
+    segments = result["segments"]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    for seg in segments:
+        assert seg["speaker"] in {"SPEAKER_1", "SPEAKER_2"}
+        assert 0.0 <= seg["speaker_confidence"] <= 1.0
+        assert DISPLAY.match(seg["start_display"]) and DISPLAY.match(seg["end_display"])
+        assert seg["words"], seg
+        for word in seg["words"]:
+            assert seg["start"] - 0.05 <= word["start"] <= word["end"] <= seg["end"] + 0.05
+    assert segments[0]["speaker"] == "SPEAKER_1"
+    agreement, _ = label_agreement(gt["turns"], segments)
+    assert agreement >= 0.9, (agreement, [(s["start"], s["speaker"], s["text"]) for s in segments])
+
+    # The upload is stored whole, and its hash is the hash of the bytes sent.
+    debug = stack.get(f"/api/transcribe/debug/{job_id}").json()
+    assert debug["audio_sha256"] == hashlib.sha256(audio.read_bytes()).hexdigest()
+    assert debug["cached_segments"] == len(segments) and debug["audio_path_exists"]
+
+    srt = stack.get(f"/api/transcribe/result/{job_id}", params={"format": "srt"})
+    assert srt.status_code == 200 and "attachment" in srt.headers["Content-Disposition"]
+    assert srt.text.startswith("1\n00:00:0") and " --> " in srt.text and "SPEAKER_2: " in srt.text
+    vtt = stack.get(f"/api/transcribe/result/{job_id}", params={"format": "vtt"})
+    assert vtt.text.startswith("WEBVTT") and "<v SPEAKER_1>" in vtt.text
+    assert vtt.headers["Content-Type"].startswith("text/vtt")
+    txt = stack.get(f"/api/transcribe/result/{job_id}", params={"format": "txt"}).text
+    # One line per turn: the speaker alternates from line to line.
+    speakers = [re.match(r"\[\d\d:\d\d:\d\d\] (SPEAKER_\d):", line).group(1) for line in txt.splitlines()]
+    assert len(speakers) >= 6 and all(a != b for a, b in zip(speakers, speakers[1:]))
+
+    listed = stack.get("/api/transcribe/jobs").json()
+    assert job_id in [j["job_id"] for j in listed["jobs"]] and listed["count"] == len(listed["jobs"])
+
+
+def test_three_speakers_estimated_count(stack):
+    job_id = stack.upload(AUDIO / "three_speakers.mp3", diarize="true", model_name="base").json()["job_id"]
+    assert stack.wait_job(job_id)["status"] == "completed"
+    result = stack.get(f"/api/transcribe/result/{job_id}").json()
+    gt = truth("three_speakers")
+    assert wer(" ".join(t["text"] for t in gt["turns"]), result["text"]) < 0.15
+    assert {s["speaker"] for s in result["segments"]} == {"SPEAKER_1", "SPEAKER_2", "SPEAKER_3"}
+    agreement, _ = label_agreement(gt["turns"], result["segments"])
+    assert agreement >= 0.9
+
+
+def test_requested_speaker_count_and_no_diarization(stack):
+    with_count = stack.upload(AUDIO / "two_speakers.mp3", diarize="true", num_speakers="2").json()["job_id"]
+    without = stack.upload(AUDIO / "two_speakers.mp3", diarize="false").json()["job_id"]
+    assert stack.wait_job(with_count)["status"] == "completed"
+    assert stack.wait_job(without)["status"] == "completed"
+    labelled = stack.get(f"/api/transcribe/result/{with_count}").json()["segments"]
+    assert {s["speaker"] for s in labelled} == {"SPEAKER_1", "SPEAKER_2"}
+    plain = stack.get(f"/api/transcribe/result/{without}").json()["segments"]
+    assert plain and all(s["speaker"] is None and s["speaker_confidence"] is None for s in plain)
+
+
+def test_silence_completes_with_no_segments(stack):
+    job_id = stack.upload(AUDIO / "silence.mp3").json()["job_id"]
+    status = stack.wait_job(job_id)
+    assert status["status"] == "completed", status
+    result = stack.get(f"/api/transcribe/result/{job_id}").json()
+    assert result["segments"] == [] and result["text"] == ""
+    assert stack.get(f"/api/transcribe/result/{job_id}", params={"format": "srt"}).text == ""

@@ -1,0 +1,92 @@
+"""The Flask web tier: validates, persists and enqueues; relays job events; never runs a model."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+
+from flask import Flask, g, request
+from flask_sock import Sock
+
+from parley.config import Settings, ensure_dirs, get_settings
+
+sock = Sock()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    from models import db, migrate
+    from web.docs import docs_bp
+    from web.errors import register_error_handlers
+    from web.meta import meta_bp
+    from web.retranslate import retranslate_bp
+    from web.streams import EventHub
+    from web.transcribe import transcribe_bp
+    from web.uploads import StreamingRequest, discard_unclaimed_uploads
+
+    settings = settings or get_settings()
+    ensure_dirs(settings)
+    logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"))
+
+    app = Flask(__name__)
+    app.request_class = StreamingRequest
+    app.config.update(
+        PARLEY_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024,
+        MAX_UPLOAD_MB=settings.max_upload_mb,
+        CORS_ORIGINS=[o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()],
+    )
+    # The sessions client calls some routes with a trailing slash and some without.
+    app.url_map.strict_slashes = False
+
+    migrate(settings.database_url)
+    app.extensions["parley_hub"] = EventHub(settings.redis_url)
+
+    for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp):
+        app.register_blueprint(blueprint)
+    sock.init_app(app)
+    register_error_handlers(app)
+    _register_request_headers(app)
+
+    app.teardown_request(discard_unclaimed_uploads)
+
+    @app.teardown_appcontext
+    def _close_db(exc=None):
+        if not db.is_closed():
+            db.close()
+
+    return app
+
+
+def _register_request_headers(app: Flask) -> None:
+    """X-Request-ID and X-Process-Time-Ms on every response; CORS for configured origins, errors included."""
+
+    @app.before_request
+    def _start_clock():
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        if request.method == "OPTIONS" and _allowed_origin(app) and request.headers.get("Access-Control-Request-Method"):
+            return app.response_class(status=204)
+
+    @app.after_request
+    def _stamp(response):
+        started = g.get("started", time.perf_counter())
+        response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+        response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
+        origin = _allowed_origin(app)
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-ID, Last-Event-ID"
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, X-Process-Time-Ms, X-User-Message-Id"
+            response.headers["Vary"] = "Origin"
+        return response
+
+
+def _allowed_origin(app: Flask) -> str | None:
+    origin = request.headers.get("Origin")
+    allowed = app.config["CORS_ORIGINS"]
+    if origin and (origin in allowed or "*" in allowed):
+        return origin
+    return None

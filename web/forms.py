@@ -1,0 +1,77 @@
+"""Reading request fields into typed values, with a 400 that names the field when one is wrong."""
+from __future__ import annotations
+
+import math
+
+from parley import modelstore
+from parley.config import Settings
+from parley.languages import WHISPER_LANGUAGES
+from web.errors import bad_request
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def as_bool(name: str, value, *, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise bad_request(f"{name} must be true or false, got {value!r}")
+
+
+def as_int(name: str, value, *, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int | None:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) or isinstance(value, bool) else value
+    except ValueError:
+        raise bad_request(f"{name} must be an integer, got {value!r}") from None
+    if isinstance(value, bool):
+        raise bad_request(f"{name} must be an integer, got {value!r}")
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise bad_request(f"{name} must be between {lo} and {hi}, got {number}")
+    return number
+
+
+def as_float(name: str, value, *, default: float | None = None, lo: float | None = None) -> float | None:
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise bad_request(f"{name} must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise bad_request(f"{name} must be a finite number, got {value!r}")
+    if lo is not None and number < lo:
+        raise bad_request(f"{name} must be at least {lo}, got {number}")
+    return number
+
+
+def whisper_model(settings: Settings, value: str | None, *, default: str) -> str:
+    """A model name that is known AND in the store, or a 400 listing what would work."""
+    try:
+        name = modelstore.canonical_name(value or default)
+    except modelstore.ModelStoreError as exc:
+        raise bad_request(str(exc)) from None
+    if not modelstore.is_downloaded(settings.model_dir, name):
+        have = [m["name"] for m in modelstore.list_models(settings.model_dir) if m["is_downloaded"]]
+        raise bad_request(f"model {name!r} is not downloaded (run `parley models pull {name}`); "
+                          f"downloaded models: {', '.join(have) or 'none'}")
+    return name
+
+
+def language(value: str | None, *, model: str) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    code = str(value).strip().lower()
+    if code not in WHISPER_LANGUAGES:
+        raise bad_request(f"unknown language {value!r}; valid languages: {', '.join(WHISPER_LANGUAGES)}")
+    if modelstore.MODELS[model].english_only and code != "en":
+        raise bad_request(f"model {model!r} is English-only; use a multilingual model for language {code!r}")
+    return code

@@ -1,0 +1,159 @@
+"""Live job events for clients: one Redis subscriber per web process, fanned out to SSE and WebSocket.
+
+A client first registers with the hub, then reads the job's event log from the database, then takes
+live events. Registering first means nothing published during the log read is missed; skipping
+sequence numbers already sent means nothing is repeated; a jump in sequence numbers (a message lost
+while Redis reconnected) sends the client back to the log.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+import redis
+
+from models import db
+from parley import events
+from parley.redisconn import client
+
+log = logging.getLogger(__name__)
+
+RESYNC = {"type": "_resync"}  # put to every client when the subscription was broken: re-read the log
+HEARTBEAT = None
+
+
+class EventHub:
+    """Holds the process's single pattern subscription and the clients' queues, keyed by job id."""
+
+    def __init__(self, redis_url: str, *, client_queue_size: int = 10_000):
+        self.redis_url = redis_url
+        self.client_queue_size = client_queue_size
+        self._clients: dict[str, set[queue.Queue]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="parley-event-hub", daemon=True)
+                self._thread.start()
+
+    def register(self, job_id: str) -> queue.Queue:
+        self.start()
+        q: queue.Queue = queue.Queue(maxsize=self.client_queue_size)
+        with self._lock:
+            self._clients[job_id].add(q)
+        return q
+
+    def unregister(self, job_id: str, q: queue.Queue) -> None:
+        with self._lock:
+            self._clients[job_id].discard(q)
+            if not self._clients[job_id]:
+                del self._clients[job_id]
+
+    def client_count(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._clients.values())
+
+    def _deliver(self, job_id: str, item) -> None:
+        with self._lock:
+            targets = list(self._clients.get(job_id, ()))
+        for q in targets:
+            try:
+                q.put_nowait(item)
+            except queue.Full:
+                # A client this far behind re-reads the log instead of holding memory for it.
+                _drain(q)
+                q.put_nowait(RESYNC)
+
+    def _broadcast_resync(self) -> None:
+        with self._lock:
+            job_ids = list(self._clients)
+        for job_id in job_ids:
+            self._deliver(job_id, RESYNC)
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            conn = client(self.redis_url, blocking=True, max_connections=2)
+            try:
+                pubsub = conn.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(events.CHANNEL_PREFIX + "*")
+                self.connected.set()
+                # Anything published while we were not subscribed is in the log.
+                self._broadcast_resync()
+                backoff = 0.5
+                while True:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message is None or message.get("type") != "pmessage":
+                        continue
+                    try:
+                        event = json.loads(message["data"])
+                    except (TypeError, ValueError):
+                        continue
+                    self._deliver(event.get("job_id", ""), event)
+            except redis.RedisError as exc:
+                self.connected.clear()
+                log.warning("event hub lost Redis (%s); reconnecting in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                conn.close()
+
+
+def _drain(q: queue.Queue) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
+
+
+def _read_log(job_id: str, *, after: int, compact: bool) -> list[dict]:
+    # Streams outlive their request; take a connection for the read only, not for the stream's life.
+    with db.connection_context():
+        return events.read_log(job_id, after=after, compact=compact)
+
+
+def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s: float) -> Iterator[dict | None]:
+    """Events of one job, in order, each once; None means "send a heartbeat". Ends after a terminal status.
+
+    `last_seq` is the last sequence number the client already has (SSE Last-Event-ID), or None for a
+    new client, which gets the compacted log: the current status and every segment so far.
+    """
+    q = hub.register(job_id)
+    try:
+        sent = last_seq or 0
+        pending = _read_log(job_id, after=sent, compact=last_seq is None)
+        while True:
+            for event in pending:
+                if event["seq"] <= sent:
+                    continue
+                sent = event["seq"]
+                yield event
+                if events.is_terminal(event):
+                    return
+            try:
+                item = q.get(timeout=heartbeat_s)
+            except queue.Empty:
+                yield HEARTBEAT
+                pending = []
+                continue
+            if item is RESYNC or item["seq"] > sent + 1:
+                pending = _read_log(job_id, after=sent, compact=False)
+            else:
+                pending = [item]
+    finally:
+        hub.unregister(job_id, q)
+
+
+def sse_frame(event: dict | None) -> str:
+    if event is None:
+        return ": heartbeat\n\n"
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"

@@ -1,0 +1,234 @@
+"""The transcription API: upload, job list, status, result and exports, debug, live streams."""
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import uuid
+from pathlib import Path
+
+import dramatiq
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from simple_websocket import ConnectionClosed
+
+from models import Job, Segment, Session, db
+from parley import events, formats, modelstore
+from parley.media import MediaError, probe
+from web import forms, sock
+from web.errors import ApiError, bad_request, error_body, not_found
+from web.streams import job_events, sse_frame
+from web.uploads import StoredUpload, claim
+
+transcribe_bp = Blueprint("transcribe", __name__, url_prefix="/api/transcribe")
+
+RESULT_FORMATS = {"json", "srt", "vtt", "txt"}
+
+
+def settings():
+    return current_app.config["PARLEY_SETTINGS"]
+
+
+def hub():
+    return current_app.extensions["parley_hub"]
+
+
+def receive_audio(field: str) -> StoredUpload:
+    """The uploaded file of form field `field`, stored and proven to be audio, or a 400."""
+    part = request.files.get(field)
+    if part is None:
+        raise bad_request(f"the form field {field!r} with an audio file is required")
+    upload = claim(part, settings().audio_dir)
+    try:
+        if upload.size == 0:
+            raise MediaError("the file is empty")
+        probe(upload.path)
+    except MediaError as exc:
+        upload.path.unlink(missing_ok=True)
+        raise bad_request(f"{upload.original_name}: {exc}") from None
+    return upload
+
+
+def enqueue(actor: dramatiq.Actor, job: Job, *, cleanup) -> None:
+    """Send the job's message; if the queue cannot take it, undo with `cleanup` and answer 503."""
+    try:
+        actor.send(job.id)
+    except (redis.RedisError, dramatiq.errors.DramatiqError) as exc:
+        cleanup()
+        raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
+
+
+def today_noon_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT12:00:00.000Z")
+
+
+def start_transcription(upload: StoredUpload, *, model_name: str, language: str | None, diarize: bool,
+                        num_speakers: int | None, session_fields: dict) -> tuple[Session, Job]:
+    """Create the session and its job, log the first event and enqueue; nothing is left if any step fails."""
+    from jobs import transcribe
+
+    with db.atomic():
+        session = Session.create(
+            file_name=upload.original_name, audio_path=upload.stored_name, audio_sha256=upload.sha256,
+            audio_bytes=upload.size, status="queued", num_speakers=num_speakers if diarize else None,
+            **session_fields,
+        )
+        job = Job.create(
+            id=str(uuid.uuid4()), session=session, kind="transcribe", model_name=model_name, language=language,
+            diarize=diarize, num_speakers=num_speakers, audio_path=upload.stored_name,
+            audio_sha256=upload.sha256, message="Queued for transcription",
+        )
+        session.whisper_job_id = job.id
+        session.save(only=[Session.whisper_job_id])
+        first = events.record(job.id, "status", events.status_payload(job))
+
+    def undo():
+        with db.atomic():
+            Job.delete().where(Job.id == job.id).execute()
+            Session.delete().where(Session.id == session.id).execute()
+        upload.path.unlink(missing_ok=True)
+
+    enqueue(transcribe, job, cleanup=undo)
+    events.publish(first)
+    return session, job
+
+
+@transcribe_bp.get("/models")
+def list_models():
+    return jsonify(models=modelstore.list_models(settings().model_dir))
+
+
+@transcribe_bp.post("/")
+def create_job():
+    cfg = settings()
+    model_name = forms.whisper_model(cfg, request.form.get("model_name"), default=cfg.default_model)
+    language = forms.language(request.form.get("language"), model=model_name)
+    diarize = forms.as_bool("diarize", request.form.get("diarize"), default=True)
+    num_speakers = forms.as_int("num_speakers", request.form.get("num_speakers"), lo=1, hi=10)
+    upload = receive_audio("file")
+    _, job = start_transcription(
+        upload, model_name=model_name, language=language, diarize=diarize, num_speakers=num_speakers,
+        session_fields={"session_name": Path(upload.original_name).stem, "date": today_noon_utc()},
+    )
+    return jsonify(job_id=job.id, status=job.status, message="Transcription queued")
+
+
+def job_or_404(job_id: str) -> Job:
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        raise not_found(f"job {job_id} not found")
+    return job
+
+
+def status_body(job: Job) -> dict:
+    payload = events.status_payload(job)
+    return {"job_id": job.id, **payload}
+
+
+@transcribe_bp.get("/jobs")
+def list_jobs():
+    status = request.args.get("status")
+    if status and status not in ("queued", "processing", *Job.TERMINAL):
+        raise bad_request(f"status must be one of queued, processing, {', '.join(Job.TERMINAL)}")
+    limit = forms.as_int("limit", request.args.get("limit"), default=100, lo=1, hi=500)
+    query = Job.select().order_by(Job.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(Job.status == status)
+    jobs = [{"job_id": j.id, "status": j.status, "progress": round(j.progress, 1), "updated_at": j.updated_at,
+             "message": j.message, "kind": j.kind} for j in query]
+    return jsonify(jobs=jobs, count=len(jobs))
+
+
+@transcribe_bp.get("/status/<job_id>")
+def job_status(job_id: str):
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None:
+        message = "Transcription job not found or expired"
+        body = {**error_body(404, message), "job_id": job_id, "status": "not_found", "progress": 0,
+                "updated_at": time.time()}
+        return jsonify(body), 404
+    return jsonify(status_body(job))
+
+
+def transcript_segments(job: Job) -> list[dict]:
+    return [s.as_dict() for s in Segment.select().where(Segment.job == job.id).order_by(Segment.idx)]
+
+
+@transcribe_bp.get("/result/<job_id>")
+def job_result(job_id: str):
+    job = job_or_404(job_id)
+    fmt = (request.args.get("format") or "json").lower()
+    if fmt not in RESULT_FORMATS:
+        raise bad_request(f"format must be one of {', '.join(sorted(RESULT_FORMATS))}")
+    if job.status != "completed":
+        reason = f": {job.error}" if job.error else ""
+        raise ApiError(409, f"job {job.id} is {job.status}{reason}; the result exists once it is completed")
+    if job.kind == "retranscribe":
+        return jsonify(job.result)
+    segments = transcript_segments(job)
+    if fmt == "json":
+        return jsonify(
+            job_id=job.id, status=job.status, segments=segments, text=" ".join(s["text"] for s in segments),
+            language=job.detected_language or job.language, audio_duration=job.audio_duration,
+            model_used=job.model_name,
+        )
+    render = {"srt": formats.to_srt, "vtt": formats.to_vtt, "txt": formats.to_txt}[fmt]
+    mimetype = {"srt": "text/plain", "vtt": "text/vtt", "txt": "text/plain"}[fmt]
+    stem = Path(job.session.file_name).stem if job.session_id else job.id
+    return Response(render(segments), mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{stem}.{fmt}"'})
+
+
+@transcribe_bp.get("/debug/<job_id>")
+def job_debug(job_id: str):
+    job = job_or_404(job_id)
+    segments = Segment.select().where(Segment.job == job.id)
+    audio = settings().audio_dir / job.audio_path if job.audio_path else None
+    return jsonify(
+        job_id=job.id, kind=job.kind, status=job.status, message=job.message, progress=job.progress,
+        cached_segments=segments.count(),
+        latest_time=Segment.select(Segment.end).where(Segment.job == job.id).order_by(Segment.end.desc()).scalar(),
+        chunks_done=job.chunks_done, total_chunks=job.total_chunks, chunk_plan=job.chunk_plan,
+        event_seq=job.event_seq, attempts=job.attempts, worker=job.worker, error=job.error,
+        model_name=job.model_name, language=job.language, detected_language=job.detected_language,
+        diarize=job.diarize, num_speakers=job.num_speakers, audio_duration=job.audio_duration,
+        audio_sha256=job.audio_sha256, audio_path_exists=bool(audio and audio.exists()),
+        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        session_id=job.session_id, live_clients=hub().client_count(),
+    )
+
+
+def _last_seq() -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    return forms.as_int("Last-Event-ID", raw, lo=0)
+
+
+@transcribe_bp.get("/events/<job_id>")
+def job_events_sse(job_id: str):
+    job_or_404(job_id)
+    last = _last_seq()
+    stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s)
+    # Tell EventSource how soon to reconnect, then relay.
+    body = (frame for part in (["retry: 2000\n\n"], (sse_frame(e) for e in stream)) for frame in part)
+    return Response(stream_with_context(body), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@transcribe_bp.before_request
+def _live_job_must_exist():
+    # The WebSocket handler runs after the upgrade; an unknown job must be refused before it, as a 404.
+    if request.endpoint == "transcribe.job_live":
+        job_or_404(request.view_args["job_id"])
+
+
+@sock.route("/live/<job_id>", bp=transcribe_bp, endpoint="job_live")
+def job_live(ws, job_id: str):
+    last = _last_seq()
+    try:
+        for event in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s):
+            ws.send(json.dumps(event if event is not None else {"type": "heartbeat"}, separators=(",", ":")))
+        ws.close(reason=1000, message="job finished")
+    except ConnectionClosed:
+        pass

@@ -1,0 +1,88 @@
+"""Uploads stream straight to a temporary file in the data directory, hashed as the bytes arrive."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import tempfile
+import uuid
+from pathlib import Path
+
+from flask import Request, current_app, g
+from werkzeug.datastructures import FileStorage
+
+
+class HashingFile:
+    """A write-through temporary file that keeps the sha256 and size of what was written."""
+
+    def __init__(self, directory: Path):
+        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory)
+        self.path = Path(path)
+        self._file = os.fdopen(fd, "w+b")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def __getattr__(self, name):  # read/seek/flush/close for Werkzeug and FileStorage
+        return getattr(self._file, name)
+
+
+class StreamingRequest(Request):
+    """Werkzeug hands every file part to `_get_file_stream`; ours writes it to disk, never to memory."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        stream = HashingFile(current_app.config["PARLEY_SETTINGS"].tmp_dir)
+        g.setdefault("upload_files", []).append(stream)
+        return stream
+
+
+def discard_unclaimed_uploads(exc=None) -> None:
+    """Teardown: temporary files no handler claimed (a rejected or failed request) are removed."""
+    for stream in g.pop("upload_files", []):
+        try:
+            stream.close()
+        except OSError:
+            pass
+        stream.path.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredUpload:
+    path: Path  # final location
+    stored_name: str  # generated name inside the audio directory
+    original_name: str  # sanitised client file name, for display only
+    sha256: str
+    size: int
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+def safe_display_name(name: str | None, fallback: str) -> str:
+    base = Path((name or "").replace("\\", "/")).name
+    base = _UNSAFE.sub("_", base).strip(" .")[:200]
+    return base or fallback
+
+
+def claim(part: FileStorage, directory: Path) -> StoredUpload:
+    """Move the uploaded part to `directory` under a generated name (a rename: same file system)."""
+    stream = part.stream
+    if not isinstance(stream, HashingFile):
+        raise TypeError("upload was not received by StreamingRequest")
+    stream.flush()
+    os.fsync(stream.fileno())
+    stream.close()
+    original = safe_display_name(part.filename, "upload")
+    suffix = Path(original).suffix.lower()
+    if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
+        suffix = ".bin"
+    stored_name = f"{uuid.uuid4().hex}{suffix}"
+    final = directory / stored_name
+    os.replace(stream.path, final)
+    g.upload_files.remove(stream)
+    return StoredUpload(final, stored_name, original, stream.sha256.hexdigest(), stream.size)

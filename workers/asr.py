@@ -1,0 +1,125 @@
+"""Speech recognition with faster-whisper (CTranslate2): model cache and a segment generator."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from parley import modelstore
+from parley.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclasses.dataclass
+class RecognisedSegment:
+    start: float
+    end: float
+    text: str
+    words: list[Word]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclasses.dataclass
+class Recognition:
+    """What the engine found out about the audio before the first segment."""
+
+    language: str
+    language_probability: float
+    segments: Iterator[RecognisedSegment]
+
+
+_models: dict[tuple, object] = {}
+_models_lock = threading.Lock()
+
+
+def device_and_compute(settings: Settings) -> tuple[str, str]:
+    device = settings.device
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    compute = settings.compute_type
+    if compute == "auto":
+        compute = "float16" if device == "cuda" else "int8"
+    return device, compute
+
+
+def load_model(settings: Settings, name: str):
+    """The WhisperModel for `name`, loaded once per worker process and kept."""
+    from faster_whisper import WhisperModel
+
+    name = modelstore.canonical_name(name)
+    device, compute = device_and_compute(settings)
+    key = (name, device, compute, settings.cpu_threads)
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            if not modelstore.is_downloaded(settings.model_dir, name):
+                raise modelstore.ModelStoreError(
+                    f"model {name} is not in the model store; run `parley models pull {name}`")
+            path = modelstore.model_path(settings.model_dir, name)
+            log.info("loading %s on %s (%s)", name, device, compute)
+            model = WhisperModel(str(path), device=device, compute_type=compute,
+                                 cpu_threads=settings.cpu_threads or min(4, os.cpu_count() or 1))
+            _models[key] = model
+        return model
+
+
+def batch_size(settings: Settings) -> int:
+    if settings.batch_size >= 0:
+        return settings.batch_size
+    # Batching pays off where there is parallel hardware to fill; on a few CPU cores it does not.
+    return 16 if device_and_compute(settings)[0] == "cuda" else 0
+
+
+def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, language: str | None = None,
+               offset: float = 0.0, initial_prompt: str | None = None, word_timestamps: bool = True,
+               vad_filter: bool = True) -> Recognition:
+    """Recognise `audio` (16 kHz mono float32); segment times are shifted by `offset` seconds.
+
+    Segments come from a generator, one at a time as the engine decodes them, so callers can commit
+    and publish each one before the next exists.
+    """
+    model = load_model(settings, model_name)
+    kwargs = dict(
+        language=language,
+        beam_size=settings.beam_size,
+        word_timestamps=word_timestamps,
+        vad_filter=vad_filter,
+        initial_prompt=initial_prompt or None,
+    )
+    size = batch_size(settings)
+    if size > 0:
+        from faster_whisper import BatchedInferencePipeline
+
+        segments, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=size, **kwargs)
+    else:
+        segments, info = model.transcribe(audio, **kwargs)
+
+    def produce() -> Iterator[RecognisedSegment]:
+        for seg in segments:
+            text = seg.text.strip()
+            if not text:
+                continue
+            words = [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, round(w.probability, 4))
+                     for w in (seg.words or [])]
+            yield RecognisedSegment(
+                start=round(seg.start + offset, 3), end=round(seg.end + offset, 3), text=text, words=words,
+                avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
+            )
+
+    return Recognition(language=info.language, language_probability=info.language_probability, segments=produce())

@@ -1,0 +1,239 @@
+"""What a worker does for one job: decode, chunk, recognise, label speakers, finish; resumable after a crash."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+import peewee
+
+from models import Job, Segment, Session, db
+from parley import events, modelstore
+from parley.config import Settings, get_settings
+from parley.media import MediaError
+from workers import asr
+from workers.audio import SAMPLE_RATE, decode, plan_chunks
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+# Share of overall progress for recognition when speakers are labelled afterwards.
+ASR_SHARE = 90.0
+STATUS_TICK_S = 1.0  # at most one progress event a second between segments
+
+
+class JobFailed(Exception):
+    """The job is marked failed and retrying would not help; the queue must not redeliver it."""
+
+
+def warm_up(settings: Settings) -> None:
+    """Load the default model and the speaker encoder before the first job needs them."""
+    started = time.monotonic()
+    if modelstore.is_downloaded(settings.model_dir, settings.default_model):
+        asr.load_model(settings, settings.default_model)
+    from workers.diarize import warm_up as warm_up_diarization
+
+    warm_up_diarization()
+    log.info("worker warmed up in %.1fs", time.monotonic() - started)
+
+
+def audio_file(settings: Settings, job: Job) -> Path:
+    return settings.audio_dir / job.audio_path
+
+
+def run_transcription(job_id: str, *, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None or job.status in Job.TERMINAL:
+        log.info("job %s is gone or finished; nothing to do", job_id)
+        return
+    _run_guarded(job, settings, _transcribe)
+
+
+def run_retranscription(job_id: str, *, settings: Settings | None = None) -> None:
+    settings = settings or get_settings()
+    job = Job.get_or_none(Job.id == job_id)
+    if job is None or job.status in Job.TERMINAL:
+        return
+    try:
+        _run_guarded(job, settings, _retranscribe)
+    finally:
+        if job.params.get("clip") and job.audio_path:
+            # The uploaded clip served this one request; it is not part of any session.
+            audio_file(settings, job).unlink(missing_ok=True)
+
+
+def _run_guarded(job: Job, settings: Settings, work) -> None:
+    try:
+        work(job, settings)
+    except (MediaError, modelstore.ModelStoreError) as exc:
+        fail(job, str(exc))
+        raise JobFailed(str(exc)) from exc
+    except Exception as exc:
+        if job.attempts > settings.job_max_retries:
+            fail(job, f"transcription failed after {job.attempts} attempts: {exc}")
+            raise JobFailed(str(exc)) from exc
+        log.exception("job %s attempt %s failed; it will be retried", job.id, job.attempts)
+        events.emit_status(job, message=f"Attempt {job.attempts} failed ({exc}); retrying")
+        raise
+
+
+def fail(job: Job, message: str) -> None:
+    """Mark the job failed; drop its partial segments so nothing half-done is served as a transcript."""
+    with db.atomic():
+        Segment.delete().where(Segment.job == job.id).execute()
+        event = events.record_status(job, status="failed", error=message, message=message, finished_at=time.time())
+        if job.session_id and job.kind == "transcribe":
+            Session.update(status="failed", error_message=message).where(Session.id == job.session_id).execute()
+    events.publish(event)
+
+
+def _start(job: Job, message: str) -> None:
+    events.emit_status(job, status="processing", attempts=job.attempts + 1, worker=WORKER_ID,
+                       started_at=job.started_at or time.time(), message=message)
+
+
+def _transcribe(job: Job, settings: Settings) -> None:
+    resuming = job.chunks_done > 0 or Segment.select().where(Segment.job == job.id).exists()
+    _start(job, "Resuming transcription..." if resuming else "Decoding audio...")
+    if job.session_id:
+        Session.update(status="transcribing", whisper_job_id=job.id).where(Session.id == job.session_id).execute()
+
+    audio = decode(audio_file(settings, job))
+    duration = len(audio) / SAMPLE_RATE
+    if not job.chunk_plan:
+        job.chunk_plan = [list(c) for c in plan_chunks(audio, target_s=settings.chunk_seconds)]
+        job.audio_duration = round(duration, 3)
+        job.save(only=[Job.chunk_plan, Job.audio_duration])
+    total = job.total_chunks
+    asr_share = ASR_SHARE if job.diarize else 99.0
+
+    events.emit_status(job, message=f"Loading model '{job.model_name}'...")
+    asr.load_model(settings, job.model_name)
+
+    next_idx = Segment.select().where(Segment.job == job.id).count()
+    for index in range(job.chunks_done, total):
+        chunk_start, chunk_end = job.chunk_plan[index]
+        # Resume inside a chunk after the last segment a killed worker committed.
+        committed_end = (Segment.select(peewee.fn.MAX(Segment.end))
+                         .where((Segment.job == job.id) & (Segment.chunk_index == index)).scalar())
+        begin = max(chunk_start, committed_end or chunk_start)
+
+        def progress_at(t: float) -> dict:
+            chunk_pct = 100.0 * (t - chunk_start) / max(chunk_end - chunk_start, 1e-6)
+            overall = asr_share * t / max(duration, 1e-6)
+            return {
+                "chunk_progress": min(100.0, chunk_pct),
+                "progress": min(asr_share, overall),
+                "message": f"Processing chunk {index + 1}/{total} ({int(min(asr_share, overall))}%)",
+            }
+
+        events.emit_status(job, **progress_at(begin))
+        if chunk_end - begin >= 0.3:
+            recognition = asr.transcribe(
+                settings, audio[int(begin * SAMPLE_RATE): int(chunk_end * SAMPLE_RATE)],
+                model_name=job.model_name, language=job.language or job.detected_language,
+                offset=begin, initial_prompt=_recent_text(job),
+            )
+            if not job.detected_language:
+                job.detected_language = recognition.language
+                job.save(only=[Job.detected_language])
+            last_tick = time.monotonic()
+            for seg in recognition.segments:
+                with db.atomic():
+                    row = Segment.create(
+                        job=job.id, idx=next_idx, chunk_index=index, start=seg.start, end=seg.end, text=seg.text,
+                        words=[w.__dict__ for w in seg.words], avg_logprob=seg.avg_logprob,
+                        no_speech_prob=seg.no_speech_prob,
+                    )
+                    event = events.record(job.id, "segment", row.as_dict())
+                events.publish(event)
+                next_idx += 1
+                if time.monotonic() - last_tick >= STATUS_TICK_S:
+                    events.emit_status(job, **progress_at(seg.end))
+                    last_tick = time.monotonic()
+        done = progress_at(chunk_end)
+        done["message"] = f"Finished chunk {index + 1}/{total} ({int(done['progress'])}%)"
+        events.emit_status(job, chunks_done=index + 1, **done)
+
+    if job.diarize and next_idx > 0:
+        events.emit_status(job, message="Identifying speakers...", progress=asr_share)
+        _label_speakers(job, audio)
+    _complete(job, duration)
+
+
+def _recent_text(job: Job, *, count: int = 3) -> str:
+    """The last few committed segments, as a prompt that carries context across a chunk cut."""
+    rows = (Segment.select(Segment.text).where(Segment.job == job.id)
+            .order_by(Segment.idx.desc()).limit(count))
+    return " ".join(r.text for r in reversed(list(rows)))
+
+
+def _label_speakers(job: Job, audio) -> None:
+    from workers.diarize import assign_speakers
+
+    rows = list(Segment.select().where(Segment.job == job.id).order_by(Segment.idx))
+    labels = assign_speakers(audio, [(r.start, r.end) for r in rows], num_speakers=job.num_speakers)
+    with db.atomic():
+        for row, label in zip(rows, labels):
+            row.speaker, row.speaker_confidence = label.speaker, label.confidence
+            row.save(only=[Segment.speaker, Segment.speaker_confidence])
+        event = events.record(job.id, "speakers", {"segments": [
+            {"id": r.idx, "speaker": r.speaker, "speaker_confidence": round(r.speaker_confidence, 3)} for r in rows
+        ]})
+    events.publish(event)
+
+
+def _complete(job: Job, duration: float) -> None:
+    with db.atomic():
+        event = events.record_status(job, status="completed", progress=100.0, chunk_progress=100.0,
+                                     message="Transcription completed", finished_at=time.time())
+        if job.session_id:
+            Session.update(status="completed", duration=int(round(duration)), error_message=None).where(
+                Session.id == job.session_id).execute()
+    events.publish(event)
+
+
+def _retranscribe(job: Job, settings: Settings) -> None:
+    params = job.params
+    _start(job, "Re-transcribing segment...")
+    start, end = float(params["start_time"]), float(params["end_time"])
+    if params.get("clip"):
+        audio = decode(audio_file(settings, job))
+        offset = start
+    else:
+        source = Job.get_or_none(Job.id == params["source_job_id"])
+        if source is None or not source.audio_path or not audio_file(settings, source).exists():
+            raise MediaError("the original audio of that job is no longer stored")
+        audio = decode(audio_file(settings, source), start=start, end=end)
+        offset = start
+    if len(audio) < SAMPLE_RATE * 0.1:
+        raise MediaError("the requested range contains no audio")
+    recognition = asr.transcribe(settings, audio, model_name=job.model_name, language=job.language,
+                                 offset=offset, vad_filter=False)
+    segments = list(recognition.segments)
+    words = [w for s in segments for w in s.words]
+    confidence = sum(w.probability for w in words) / len(words) if words else 0.0
+    result = {
+        "segment_id": params["segment_id"],
+        "text": " ".join(s.text for s in segments).strip(),
+        "confidence": round(confidence, 4),
+        "speaker": _speaker_at(params.get("source_job_id"), start, end),
+        "model_used": job.model_name,
+        "language": recognition.language,
+        "words": [w.__dict__ for w in words],
+    }
+    events.emit_status(job, status="completed", progress=100.0, message="Segment re-transcribed",
+                       result=result, detected_language=recognition.language, finished_at=time.time())
+
+
+def _speaker_at(source_job_id: str | None, start: float, end: float) -> str | None:
+    """The speaker of the original segment that overlaps start..end the most."""
+    if not source_job_id:
+        return None
+    rows = Segment.select().where((Segment.job == source_job_id) & (Segment.end > start) & (Segment.start < end))
+    best = max(rows, key=lambda r: min(r.end, end) - max(r.start, start), default=None)
+    return best.speaker if best else None
