@@ -103,9 +103,16 @@ class RedisServer:
 
 
 class Stack:
-    """Web tier + workers + Redis for one database; `env` is what every process of it sees."""
+    """Web tier + workers + Redis for one database; `env` is what every process of it sees.
+
+    Stacks share the session's redis-server but each gets its own Redis database number, so one
+    stack's workers never take another stack's messages.
+    """
+
+    _redis_db = 0
 
     def __init__(self, tmp: Path, redis: RedisServer, database_url: str, **overrides: str):
+        Stack._redis_db += 1
         self.tmp = tmp
         self.data_dir = tmp / "data"
         self.redis = redis
@@ -116,7 +123,7 @@ class Stack:
             "PARLEY_DATA_DIR": str(self.data_dir),
             "PARLEY_MODEL_DIR": str(MODEL_DIR),
             "DATABASE_URL": database_url,
-            "REDIS_URL": redis.url,
+            "REDIS_URL": redis.url.rsplit("/", 1)[0] + f"/{Stack._redis_db}",
             "PARLEY_CPU_THREADS": "2",
             "PARLEY_HEARTBEAT_S": "2",
             # A killed worker's message goes back to the queue within seconds, not a minute.

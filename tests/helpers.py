@@ -1,10 +1,13 @@
 """Scoring helpers for tests: word error rate and speaker-label agreement against ground truth."""
 from __future__ import annotations
 
+import json
 import re
+import threading
 from collections import Counter
 
 import jiwer
+import requests
 
 
 def normalise(text: str) -> str:
@@ -37,3 +40,55 @@ def label_agreement(turns: list[dict], segments: list[dict]) -> tuple[float, dic
             used.add(t)
     right = sum(1 for t, p in pairs if mapping.get(p) == t)
     return right / max(1, len(pairs)), mapping
+
+
+def read_sse(url: str, *, headers: dict | None = None, timeout: float = 300, on_event=None) -> list[dict]:
+    """Read an SSE stream to its end; returns [{"id", "event", "data"}] (heartbeats as event "heartbeat")."""
+    out: list[dict] = []
+    with requests.get(url, stream=True, headers=headers or {}, timeout=timeout) as resp:
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        current: dict = {}
+        for line in resp.iter_lines(decode_unicode=True):
+            if line == "":
+                if current:
+                    out.append(current)
+                    if on_event:
+                        on_event(current)
+                current = {}
+            elif line.startswith(":"):
+                current = {"event": "heartbeat"}
+            elif line.startswith("retry:"):
+                continue
+            else:
+                key, _, value = line.partition(": ")
+                current[key] = json.loads(value) if key == "data" else value
+    return out
+
+
+def events_of(frames: list[dict]) -> list[dict]:
+    """The job events (data) of SSE frames, heartbeats left out."""
+    return [f["data"] for f in frames if f.get("event") != "heartbeat"]
+
+
+class Collector(threading.Thread):
+    """Reads a stream in the background, so a test can act while it runs."""
+
+    def __init__(self, read):
+        super().__init__(daemon=True)
+        self._read = read
+        self.events: list[dict] = []
+        self.error: BaseException | None = None
+
+    def run(self):
+        try:
+            self._read(self.events)
+        except BaseException as exc:  # reported by result()
+            self.error = exc
+
+    def result(self, timeout: float = 300) -> list[dict]:
+        self.join(timeout)
+        assert not self.is_alive(), "stream did not end"
+        if self.error:
+            raise self.error
+        return self.events

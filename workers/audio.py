@@ -1,6 +1,7 @@
 """Decoding audio with ffmpeg and planning chunks that are cut at silences."""
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -25,14 +26,22 @@ def decode(path: Path, *, start: float | None = None, end: float | None = None,
         cmd += ["-t", f"{max(0.0, end - (start or 0.0)):.3f}"]
     cmd += ["-vn", "-ac", "1", "-ar", str(sample_rate), "-f", "f32le", "-"]
     done = subprocess.run(cmd, capture_output=True, check=False)
-    reason = done.stderr.decode(errors="replace").strip()
+    reason = _ffmpeg_reason(done.stderr)
     if done.returncode != 0:
-        raise MediaError("the audio could not be decoded: " + (reason.splitlines()[-1] if reason else "ffmpeg failed"))
+        raise MediaError(f"the audio could not be decoded ({reason})")
     samples = np.frombuffer(done.stdout, dtype=np.float32)
-    if samples.size == 0 and reason:
+    if samples.size == 0 and done.stderr.strip():
         # ffmpeg exits 0 on some corrupt inputs but produces nothing and says why.
-        raise MediaError("the audio could not be decoded: " + reason.splitlines()[-1])
+        raise MediaError(f"the audio could not be decoded ({reason})")
     return samples
+
+
+def _ffmpeg_reason(stderr: bytes) -> str:
+    """ffmpeg's last complaint without its "[aac @ 0x55d5...]" prefix; a corrupt file yields thousands."""
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    if not lines:
+        return "ffmpeg failed without a message"
+    return re.sub(r"^\[[^\]]+\]\s*", "", lines[-1])[:200]
 
 
 def plan_chunks(audio: np.ndarray, *, target_s: float, sample_rate: int = SAMPLE_RATE,
