@@ -1,0 +1,82 @@
+"""The schema on SQLite and PostgreSQL: migrations, pragmas, cascades, the event log's numbering."""
+from __future__ import annotations
+
+import uuid
+
+import peewee
+import pytest
+
+from conftest import drop_postgres_database, postgres_database
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'parley.db'}"
+        return
+    url = postgres_database()
+    if url is None:
+        pytest.skip("no PostgreSQL server answers here")
+    yield url
+    from models import db
+    db.close()
+    drop_postgres_database(url)
+
+
+@pytest.fixture()
+def schema(database_url):
+    from models import db, migrate
+
+    assert migrate(database_url) == ["0001_initial"]
+    assert migrate(database_url) == []  # idempotent
+    with db.connection_context():
+        yield db
+
+
+def make_job(**fields):
+    from models import Job, Session
+
+    session = Session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="queued")
+    return Job.create(id=str(uuid.uuid4()), session=session, model_name="tiny.en", **fields)
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    from models import db, migrate
+
+    migrate(f"sqlite:///{tmp_path / 'p.db'}")
+    with db.connection_context():
+        assert db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_event_numbers_are_contiguous_per_job(schema):
+    from parley import events
+
+    first, second = make_job(), make_job()
+    seqs = [events.record(first.id, "status", {"n": i})["seq"] for i in range(5)]
+    other = events.record(second.id, "status", {})["seq"]
+    assert seqs == [1, 2, 3, 4, 5] and other == 1
+    logged = events.read_log(first.id, after=2)
+    assert [e["seq"] for e in logged] == [3, 4, 5] and logged[0]["n"] == 2
+    assert [e["seq"] for e in events.read_log(first.id, compact=True)] == [5]
+
+
+def test_deleting_a_session_cascades(schema):
+    from models import Job, JobEvent, Segment, Session
+    from parley import events
+
+    job = make_job()
+    Segment.create(job=job, idx=0, chunk_index=0, start=0, end=1, text="hi", words=[{"word": "hi"}])
+    events.record(job.id, "segment", {"id": 0})
+    Session.delete().where(Session.id == job.session_id).execute()
+    assert Job.select().count() == 0 and Segment.select().count() == 0 and JobEvent.select().count() == 0
+
+
+def test_segment_index_is_unique_per_job(schema):
+    from models import Segment
+
+    job = make_job()
+    Segment.create(job=job, idx=0, chunk_index=0, start=0, end=1, text="a")
+    with pytest.raises(peewee.IntegrityError), schema.atomic():
+        Segment.create(job=job, idx=0, chunk_index=0, start=1, end=2, text="b")
+    assert Segment.get(Segment.job == job).words == [] and Segment.select().count() == 1

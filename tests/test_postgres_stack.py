@@ -1,0 +1,27 @@
+"""The same transcription, through the same stack, on PostgreSQL instead of SQLite."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import AUDIO, Stack, truth
+from helpers import label_agreement, wer
+
+
+@pytest.fixture()
+def pg_stack(tmp_path, redis_server, models_ready, postgres_url):
+    s = Stack(tmp_path, redis_server, postgres_url)
+    s.start_web()
+    s.start_worker("asr", "asr")
+    yield s
+    s.stop()
+
+
+def test_transcription_on_postgres(pg_stack):
+    job_id = pg_stack.upload(AUDIO / "two_speakers.mp3", diarize="true").json()["job_id"]
+    assert pg_stack.wait_job(job_id)["status"] == "completed"
+    result = pg_stack.get(f"/api/transcribe/result/{job_id}").json()
+    gt = truth("two_speakers")
+    assert wer(" ".join(t["text"] for t in gt["turns"]), result["text"]) < 0.15
+    assert label_agreement(gt["turns"], result["segments"])[0] >= 0.9
+    listed = pg_stack.get("/api/transcribe/jobs").json()
+    assert [j["job_id"] for j in listed["jobs"]] == [job_id]
