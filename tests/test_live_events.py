@@ -7,7 +7,7 @@ import pytest
 import websocket
 
 from conftest import AUDIO, wait_until
-from helpers import Collector, events_of, read_sse
+from helpers import Collector, events_of, normalise, read_sse
 
 
 def sse_collector(stack, job_id, headers=None):
@@ -42,17 +42,19 @@ def ws_collector(stack, job_id, query=""):
 
 
 def check_complete(events: list[dict], result: dict) -> None:
-    """Strictly increasing sequence numbers; each segment once, all of them, as in the final result."""
+    """Strictly increasing sequence numbers; each provisional segment once; the labelled transcript at the end.
+
+    Segments stream as they are recognised; the `speakers` event then carries the final, labelled
+    transcript (segments split where the speaker changes), which is what the result serves.
+    """
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(set(seqs)), seqs
     segments = [e for e in events if e["type"] == "segment"]
-    assert [s["id"] for s in segments] == list(range(len(result["segments"])))
-    assert [s["text"] for s in segments] == [s["text"] for s in result["segments"]]
+    assert [s["id"] for s in segments] == list(range(len(segments)))
+    assert normalise(" ".join(s["text"] for s in segments)) == normalise(result["text"])
     assert events[-1]["type"] == "status" and events[-1]["status"] == "completed"
     speakers = [e for e in events if e["type"] == "speakers"]
-    assert len(speakers) == 1
-    assert {(s["id"], s["speaker"]) for s in speakers[0]["segments"]} == {
-        (s["id"], s["speaker"]) for s in result["segments"]}
+    assert len(speakers) == 1 and speakers[0]["segments"] == result["segments"]
 
 
 def test_stream_from_start_sse_and_websocket(stack):

@@ -13,7 +13,7 @@ from models import Job, Segment, Session, db
 from parley import events, modelstore
 from parley.config import Settings, get_settings
 from parley.media import MediaError
-from workers import asr
+from workers import asr, turns
 from workers.audio import SAMPLE_RATE, decode, plan_chunks
 
 log = logging.getLogger(__name__)
@@ -173,17 +173,20 @@ def _recent_text(job: Job, *, count: int = 3) -> str:
 
 
 def _label_speakers(job: Job, audio) -> None:
+    """Label who speaks, splitting segments at turns; the labelled transcript replaces the provisional one."""
     from workers.diarize import assign_speakers
 
     rows = list(Segment.select().where(Segment.job == job.id).order_by(Segment.idx))
-    labels = assign_speakers(audio, [(r.start, r.end) for r in rows], num_speakers=job.num_speakers)
+    fields = ("chunk_index", "start", "end", "text", "words", "avg_logprob", "no_speech_prob")
+    segments = [{name: getattr(row, name) for name in fields} for row in rows]
+    pieces = turns.split_into_pieces(segments)
+    assignments = assign_speakers(audio, [(p.start, p.end) for p in pieces], num_speakers=job.num_speakers)
+    labelled = turns.regroup(segments, pieces, [(a.speaker, a.confidence) for a in assignments])
     with db.atomic():
-        for row, label in zip(rows, labels):
-            row.speaker, row.speaker_confidence = label.speaker, label.confidence
-            row.save(only=[Segment.speaker, Segment.speaker_confidence])
-        event = events.record(job.id, "speakers", {"segments": [
-            {"id": r.idx, "speaker": r.speaker, "speaker_confidence": round(r.speaker_confidence, 3)} for r in rows
-        ]})
+        Segment.delete().where(Segment.job == job.id).execute()
+        created = [Segment.create(job=job.id, idx=idx, **seg) for idx, seg in enumerate(labelled)]
+        # Live clients swap their provisional, unlabelled segments for these.
+        event = events.record(job.id, "speakers", {"segments": [s.as_dict() for s in created]})
     events.publish(event)
 
 
