@@ -27,10 +27,11 @@ class Settings:
     default_model: str  # PARLEY_DEFAULT_MODEL, default tiny.en
     retranslate_model: str  # PARLEY_RETRANSLATE_MODEL, default large-v3-turbo (falls back to default_model when not in the store)
     chunk_seconds: float  # PARLEY_CHUNK_SECONDS, default 120: target length of a processing chunk
+    asr_engine: str  # PARLEY_ASR_ENGINE, default auto: faster-whisper, or whisperx on CUDA hosts that have it
     device: str  # PARLEY_DEVICE, default auto: cpu, cuda or auto
     compute_type: str  # PARLEY_COMPUTE_TYPE, default auto: int8 on CPU, float16 on GPU
     cpu_threads: int  # PARLEY_CPU_THREADS, default 0 (= the engine's choice)
-    batch_size: int  # PARLEY_BATCH_SIZE, default 0 on CPU (sequential), 16 on GPU: batched inference
+    batch_size: int  # PARLEY_BATCH_SIZE, default -1 = auto: 16 on GPU, sequential (0) on CPU
     beam_size: int  # PARLEY_BEAM_SIZE, default 5
     retranslate_wait_s: float  # PARLEY_RETRANSLATE_WAIT_S, default 30: how long the web tier waits for a re-transcription
     heartbeat_s: float  # PARLEY_HEARTBEAT_S, default 15: idle interval between stream heartbeats
@@ -59,6 +60,7 @@ def get_settings() -> Settings:
         default_model=env.get("PARLEY_DEFAULT_MODEL", "tiny.en"),
         retranslate_model=env.get("PARLEY_RETRANSLATE_MODEL", "large-v3-turbo"),
         chunk_seconds=float(env.get("PARLEY_CHUNK_SECONDS", "120")),
+        asr_engine=env.get("PARLEY_ASR_ENGINE", "auto"),
         device=env.get("PARLEY_DEVICE", "auto"),
         compute_type=env.get("PARLEY_COMPUTE_TYPE", "auto"),
         cpu_threads=int(env.get("PARLEY_CPU_THREADS", "0")),

@@ -94,6 +94,13 @@ def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, langua
     Segments come from a generator, one at a time as the engine decodes them, so callers can commit
     and publish each one before the next exists.
     """
+    from workers import asr_whisperx
+
+    if asr_whisperx.usable(settings) and word_timestamps:
+        recognition = asr_whisperx.transcribe(settings, audio, model_name=model_name, language=language,
+                                              offset=offset)
+        if recognition is not None:
+            return recognition
     model = load_model(settings, model_name)
     kwargs = dict(
         language=language,
