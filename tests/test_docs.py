@@ -113,3 +113,27 @@ def test_schema_redirects_to_docs(client):
     resp = client.get("/api/schema")
     assert resp.status_code == 302
     assert resp.headers["Location"].endswith("/api/docs")
+
+
+def test_every_route_of_the_real_app_is_documented(tmp_path, monkeypatch):
+    """Walks the URL map of the app Parley serves, so a new route cannot be left out of the document."""
+    import re
+
+    monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
+    from parley.config import get_settings
+    from web import create_app
+
+    get_settings.cache_clear()
+    try:
+        app = create_app()
+    finally:
+        get_settings.cache_clear()
+    documented = set(app.test_client().get("/api/openapi.json").get_json()["paths"])
+    undocumented = []
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.rule.startswith("/api/docs/static"):
+            continue
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        if path not in documented and path.rstrip("/") not in {p.rstrip("/") for p in documented}:
+            undocumented.append(rule.rule)
+    assert undocumented == []

@@ -100,3 +100,31 @@ def test_silence_completes_with_no_segments(stack):
     result = stack.get(f"/api/transcribe/result/{job_id}").json()
     assert result["segments"] == [] and result["text"] == ""
     assert stack.get(f"/api/transcribe/result/{job_id}", params={"format": "srt"}).text == ""
+
+
+def test_language_is_detected_when_not_given(stack, tmp_path):
+    """Spanish speech, no language given, multilingual model: detected as Spanish and transcribed."""
+    import subprocess
+
+    spoken = "Hola, buenos días. Me llamo Ana y vivo en Madrid con mi familia."
+    wav = tmp_path / "spanish.wav"
+    subprocess.run(["espeak-ng", "-v", "es", "-s", "150", "-w", str(wav), spoken], check=True)
+    job_id = stack.upload(wav, model_name="base", diarize="false").json()["job_id"]
+    assert stack.wait_job(job_id)["status"] == "completed"
+    result = stack.get(f"/api/transcribe/result/{job_id}").json()
+    assert result["language"] == "es"
+    # base copes poorly with espeak's Spanish voice; the words it gets are Spanish, not English.
+    assert "familia" in result["text"].lower(), result["text"]
+
+
+def test_upload_creates_a_session_for_the_sessions_api(stack):
+    """The transcription API and the sessions API share data: each upload is a session too."""
+    import sqlite3
+
+    job_id = stack.upload(AUDIO / "two_speakers.mp3", diarize="false").json()["job_id"]
+    assert stack.wait_job(job_id)["status"] == "completed"
+    with sqlite3.connect(stack.data_dir / "parley.db") as conn:
+        row = conn.execute("SELECT file_name, session_name, status, duration, audio_path, date FROM session "
+                           "WHERE whisper_job_id = ?", (job_id,)).fetchone()
+    assert row[:4] == ("two_speakers.mp3", "two_speakers", "completed", 44)
+    assert (stack.data_dir / "audio" / row[4]).is_file() and row[5].endswith("T12:00:00.000Z")
