@@ -1,12 +1,14 @@
 """Worker middleware: database set-up at boot, and heartbeats that say which workers are alive."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import dramatiq
 import redis
@@ -38,7 +40,7 @@ class WorkerBoot(Middleware):
         migrate(settings.database_url)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        queues = set(worker.queues or broker.get_declared_queues())
+        queues = set(worker.consumer_whitelist or broker.get_declared_queues())
         if os.environ.get("PARLEY_WARMUP", "1") != "0" and queues & SPEECH_QUEUES:
             from workers.pipeline import warm_up
 
@@ -57,13 +59,14 @@ class WorkerHeartbeat(Middleware):
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        queues = sorted(worker.queues or broker.get_declared_queues())
+        queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self.key = f"{WORKER_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.info = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "queues": queues,
             "device": os.environ.get("CUDA_VISIBLE_DEVICES", "cpu" if get_settings().device == "cpu" else "auto"),
+            "diarization": diarization_available(),
             "started_at": time.time(),
         }
         threading.Thread(target=self._beat, name="parley-heartbeat", daemon=True).start()
@@ -94,6 +97,17 @@ class WorkerHeartbeat(Middleware):
             except redis.RedisError as exc:
                 log.warning("worker heartbeat failed: %s", exc)
             self._stop.wait(self.interval_s)
+
+
+def diarization_available() -> bool:
+    """Whether this process can label speakers: not switched off (PARLEY_DIARIZATION=0), and the
+    encoder package and its shipped weights are here."""
+    if os.environ.get("PARLEY_DIARIZATION", "1") == "0":
+        return False
+    spec = importlib.util.find_spec("resemblyzer")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return (Path(spec.submodule_search_locations[0]) / "pretrained.pt").is_file()
 
 
 def alive_workers(conn: redis.Redis) -> list[dict]:

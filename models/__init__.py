@@ -1,5 +1,6 @@
 """Peewee models of Parley's data and the database they live in."""
 from models.db import db, init_db, migrate
-from models.tables import ALL_TABLES, Job, JobEvent, Segment, Session
+from models.tables import ALL_TABLES, Chat, Job, JobEvent, Message, Paragraph, Segment, Session
 
-__all__ = ["db", "init_db", "migrate", "ALL_TABLES", "Job", "JobEvent", "Segment", "Session"]
+__all__ = ["db", "init_db", "migrate", "ALL_TABLES", "Chat", "Job", "JobEvent", "Message", "Paragraph", "Segment",
+           "Session"]

@@ -50,6 +50,9 @@ class Session(BaseModel):
     show_speakers = peewee.IntegerField(default=1)
     num_speakers = peewee.IntegerField(null=True)
     created_at = peewee.FloatField(default=now)
+    # Speaker renames the user made, label as recognised -> name shown; re-applied after a
+    # re-transcription that keeps edits.
+    speaker_names = JSONField(default=dict)
 
 
 class Job(BaseModel):
@@ -136,4 +139,44 @@ class JobEvent(BaseModel):
         indexes = ((("job", "seq"), True),)
 
 
-ALL_TABLES = [Session, Job, Segment, JobEvent]
+class Paragraph(BaseModel):
+    """One speaker's stretch of a session's transcript, as the user reads and edits it."""
+
+    session = peewee.ForeignKeyField(Session, backref="paragraphs", on_delete="CASCADE")
+    idx = peewee.IntegerField()  # the stable paragraph index of the API: never renumbered
+    start_ms = peewee.IntegerField()
+    end_ms = peewee.IntegerField()
+    text = peewee.TextField()
+    speaker = peewee.TextField(null=True)
+    edited = peewee.BooleanField(default=False)  # text changed by the user
+    # A deleted paragraph keeps its index and time span (so indices are never reused and a
+    # re-transcription that keeps edits leaves it out) but not its words.
+    deleted = peewee.BooleanField(default=False)
+
+    class Meta:
+        indexes = ((("session", "idx"), True),)
+
+
+class Chat(BaseModel):
+    """A conversation with the language model, about one session or standalone."""
+
+    session = peewee.ForeignKeyField(Session, null=True, backref="chats", on_delete="CASCADE")
+    timestamp_ms = peewee.BigIntegerField()
+    name = peewee.TextField(null=True)
+    tags = JSONField(null=True)
+
+
+class Message(BaseModel):
+    chat = peewee.ForeignKeyField(Chat, backref="messages", on_delete="CASCADE")
+    sender = peewee.TextField()  # user, ai
+    text = peewee.TextField()
+    timestamp_ms = peewee.BigIntegerField()
+    prompt_tokens = peewee.IntegerField(null=True)
+    completion_tokens = peewee.IntegerField(null=True)
+    thinking_tokens = peewee.IntegerField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+    is_truncated = peewee.BooleanField(null=True)
+    status = peewee.TextField(default="complete")  # complete, cancelled, failed
+
+
+ALL_TABLES = [Session, Job, Segment, JobEvent, Paragraph, Chat, Message]

@@ -51,3 +51,24 @@ def to_txt(segments: Iterable[Mapping]) -> str:
             lines.append(f"{stamp} {speaker}: {text}" if speaker else f"{stamp} {text}")
         current = speaker
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def to_docx(segments: Iterable[Mapping], *, title: str, details: str = "") -> bytes:
+    """A Word document: title, details line, one paragraph per speaker turn with its time."""
+    import io
+
+    from docx import Document  # python-docx, imported here: only exports need it
+
+    document = Document()
+    document.add_heading(title, level=1)
+    if details:
+        document.add_paragraph(details).italic = True
+    for seg in segments:
+        para = document.add_paragraph()
+        para.add_run(f"[{clock(seg['start'])[:8]}] ").italic = True
+        if seg.get("speaker"):
+            para.add_run(f"{seg['speaker']}: ").bold = True
+        para.add_run(seg["text"].strip())
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()

@@ -135,6 +135,7 @@ class Stack:
         self.env.update(overrides)
         self.web: Process | None = None
         self.workers: dict[str, Process] = {}
+        self.session = requests.Session()  # for the verbs without a helper below: session.patch(stack.url(...))
 
     def start_web(self) -> None:
         self.web = Process("web", [str(VENV_BIN / "gunicorn"), "--worker-class", "gthread", "--workers", "1",
@@ -159,11 +160,20 @@ class Stack:
         return worker
 
     def wait_worker_ready(self, worker: Process, timeout: float = 180) -> None:
+        """Ready = dramatiq says so and the worker's heartbeat is in Redis (the upload gate reads it)."""
         def ready():
             if not worker.alive():
                 raise AssertionError(f"worker {worker.name} exited:\n" + worker.log_tail())
-            return b"worker warmed up" in worker.log_path.read_bytes() or b"Worker process is ready" in worker.log_path.read_bytes()
+            return b"Worker process is ready" in worker.log_path.read_bytes()
         wait_until(ready, timeout=timeout, what=f"worker {worker.name} ({worker.log_path})")
+        alive = sum(1 for w in self.workers.values() if w.alive())
+        wait_until(lambda: self.heartbeats() >= alive, timeout=15, what="worker heartbeats")
+
+    def heartbeats(self) -> int:
+        db = self.env["REDIS_URL"].rsplit("/", 1)[1]
+        keys = subprocess.run(["redis-cli", "-p", str(self.redis.port), "-n", db, "--scan", "--pattern",
+                               "parley:worker:*"], capture_output=True, text=True, timeout=5).stdout.split()
+        return len(keys)
 
     def stop(self) -> None:
         for worker in self.workers.values():

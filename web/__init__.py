@@ -16,10 +16,12 @@ sock = Sock()
 
 def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
+    from parley.redisconn import client as redis_client
     from web.docs import docs_bp
     from web.errors import register_error_handlers
     from web.meta import meta_bp
     from web.retranslate import retranslate_bp
+    from web.sessions import sessions_bp
     from web.streams import EventHub
     from web.transcribe import transcribe_bp
     from web.uploads import StreamingRequest, discard_unclaimed_uploads
@@ -41,8 +43,9 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     migrate(settings.database_url)
     app.extensions["parley_hub"] = EventHub(settings.redis_url)
+    app.extensions["parley_redis"] = redis_client(settings.redis_url)
 
-    for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp):
+    for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp):
         app.register_blueprint(blueprint)
     sock.init_app(app)
     register_error_handlers(app)

@@ -49,7 +49,7 @@ def register_error_handlers(app: Flask) -> None:
         response = jsonify(error_body(exc.code or 500, message))
         response.status_code = exc.code or 500
         for name, value in exc.get_headers():
-            if name.lower() == "allow":
+            if name.lower() in ("allow", "content-range", "retry-after"):
                 response.headers[name] = value
         return response
 

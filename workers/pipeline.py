@@ -9,8 +9,8 @@ from pathlib import Path
 
 import peewee
 
-from models import Job, Segment, Session, db
-from parley import events, modelstore
+from models import Job, Paragraph, Segment, Session, db
+from parley import events, modelstore, sessions
 from parley.config import Settings, get_settings
 from parley.media import MediaError
 from workers import asr, turns
@@ -27,6 +27,10 @@ STATUS_TICK_S = 1.0  # at most one progress event a second between segments
 
 class JobFailed(Exception):
     """The job is marked failed and retrying would not help; the queue must not redeliver it."""
+
+
+class CannotProcess(Exception):
+    """This job can never succeed here (e.g. speakers asked for where diarization is off); fail it now."""
 
 
 def warm_up(settings: Settings) -> None:
@@ -69,7 +73,7 @@ def run_retranscription(job_id: str, *, settings: Settings | None = None) -> Non
 def _run_guarded(job: Job, settings: Settings, work) -> None:
     try:
         work(job, settings)
-    except (MediaError, modelstore.ModelStoreError) as exc:
+    except (MediaError, modelstore.ModelStoreError, CannotProcess) as exc:
         fail(job, str(exc))
         raise JobFailed(str(exc)) from exc
     except Exception as exc:
@@ -87,7 +91,11 @@ def fail(job: Job, message: str) -> None:
         Segment.delete().where(Segment.job == job.id).execute()
         event = events.record_status(job, status="failed", error=message, message=message, finished_at=time.time())
         if job.session_id and job.kind == "transcribe":
-            Session.update(status="failed", error_message=message).where(Session.id == job.session_id).execute()
+            # A failed re-transcription leaves the transcript the session already had in place.
+            had_transcript = bool(job.params.get("retranscription")) and Paragraph.select().where(
+                Paragraph.session == job.session_id).exists()
+            Session.update(status="completed" if had_transcript else "failed",
+                           error_message=message).where(Session.id == job.session_id).execute()
     events.publish(event)
 
 
@@ -97,6 +105,11 @@ def _start(job: Job, message: str) -> None:
 
 
 def _transcribe(job: Job, settings: Settings) -> None:
+    from jobs.middleware import diarization_available
+
+    if job.diarize and not diarization_available():
+        raise CannotProcess("speaker labels were asked for, but speaker diarization is not available on this "
+                            "worker; transcribe without diarization or run a worker that has it")
     resuming = job.chunks_done > 0 or Segment.select().where(Segment.job == job.id).exists()
     _start(job, "Resuming transcription..." if resuming else "Decoding audio...")
     if job.session_id:
@@ -162,7 +175,7 @@ def _transcribe(job: Job, settings: Settings) -> None:
     if job.diarize and next_idx > 0:
         events.emit_status(job, message="Identifying speakers...", progress=asr_share)
         _label_speakers(job, audio)
-    _complete(job, duration)
+    _complete(job)
 
 
 def _recent_text(job: Job, *, count: int = 3) -> str:
@@ -190,13 +203,12 @@ def _label_speakers(job: Job, audio) -> None:
     events.publish(event)
 
 
-def _complete(job: Job, duration: float) -> None:
+def _complete(job: Job) -> None:
     with db.atomic():
         event = events.record_status(job, status="completed", progress=100.0, chunk_progress=100.0,
                                      message="Transcription completed", finished_at=time.time())
         if job.session_id:
-            Session.update(status="completed", duration=int(round(duration)), error_message=None).where(
-                Session.id == job.session_id).execute()
+            sessions.finish_transcription(job)
     events.publish(event)
 
 
