@@ -277,3 +277,33 @@ def test_readiness_gate(gate_stack):
     session, _ = wait_session(stack, plain.json()["sessionId"])
     assert session["status"] == "completed"
     assert {p.get("speaker") for p in stack.get(f"/api/sessions/{session['id']}/transcript").json()} == {None}
+
+
+def test_upload_cut_off_half_way_leaves_nothing(stack):
+    """The client promises 200 kB and hangs up after 20 kB: no session row, no stored or temporary file."""
+    import socket
+    import time
+
+    before = {s["id"] for s in stack.get("/api/sessions").json()}
+    audio_before = set((stack.data_dir / "audio").iterdir())
+    boundary = "parleyboundary"
+    head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in FIELDS.items())
+    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="audioFile"; filename="a.mp3"\r\n'
+             "Content-Type: audio/mpeg\r\n\r\n")
+    body = head.encode() + (AUDIO / "two_speakers.mp3").read_bytes()[:20_000]
+    with socket.create_connection(("127.0.0.1", stack.port)) as sock:
+        sock.sendall((f"POST /api/sessions/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len(head) + 200_000}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode() + body)
+        time.sleep(0.5)
+    wait_until(lambda: list((stack.data_dir / "tmp").iterdir()) == [], timeout=10, what="temporary upload removed")
+    assert {s["id"] for s in stack.get("/api/sessions").json()} == before
+    assert set((stack.data_dir / "audio").iterdir()) == audio_before
+
+
+def test_file_names_never_become_paths(stack):
+    response = upload(stack, AUDIO / "silence.mp3", filename="../../etc/cron.d/evil name;rm -rf.mp3")
+    assert response.status_code == 202
+    session = stack.get(f"/api/sessions/{response.json()['sessionId']}").json()
+    assert session["fileName"] == "evil name_rm -rf.mp3"
+    assert re.fullmatch(r"[0-9a-f]{32}\.mp3", session["audioPath"])
+    assert (stack.data_dir / "audio" / session["audioPath"]).is_file()

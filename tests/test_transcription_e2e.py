@@ -128,3 +128,6 @@ def test_upload_creates_a_session_for_the_sessions_api(stack):
                            "WHERE whisper_job_id = ?", (job_id,)).fetchone()
     assert row[:4] == ("two_speakers.mp3", "two_speakers", "completed", 44)
     assert (stack.data_dir / "audio" / row[4]).is_file() and row[5].endswith("T12:00:00.000Z")
+    listed = [s for s in stack.get("/api/sessions").json() if s["whisperJobId"] == job_id]
+    assert len(listed) == 1 and listed[0]["status"] == "completed"
+    assert stack.get(f"/api/sessions/{listed[0]['id']}/transcript").json()[0]["text"].startswith("Hello")
