@@ -26,6 +26,19 @@ EXPECTED_OPERATIONS = {
     ("/api/openapi.json", "get"),
     ("/api/docs", "get"),
     ("/api/schema", "get"),
+    ("/api/sessions", "get"),
+    ("/api/sessions/upload", "post"),
+    ("/api/sessions/{session_id}", "get"),
+    ("/api/sessions/{session_id}", "delete"),
+    ("/api/sessions/{session_id}/metadata", "put"),
+    ("/api/sessions/{session_id}/transcript", "get"),
+    ("/api/sessions/{session_id}/transcript", "patch"),
+    ("/api/sessions/{session_id}/transcript/{paragraph_index}", "delete"),
+    ("/api/sessions/{session_id}/transcript/{paragraph_index}/speaker", "patch"),
+    ("/api/sessions/{session_id}/speakers", "patch"),
+    ("/api/sessions/{session_id}/audio", "get"),
+    ("/api/sessions/{session_id}/audio", "delete"),
+    ("/api/transcription/status/{job_id}", "get"),
 }
 
 
@@ -54,7 +67,7 @@ def test_every_endpoint_is_documented(client):
     doc = client.get("/api/openapi.json").get_json()
     operations = {(path, method) for path, item in doc["paths"].items() for method in item}
     assert operations == EXPECTED_OPERATIONS
-    assert {tag["name"] for tag in doc["tags"]} == {"meta", "transcribe", "retranslate", "docs"}
+    assert {tag["name"] for tag in doc["tags"]} == {"meta", "transcribe", "retranslate", "sessions", "docs"}
 
 
 def test_refs_resolve_and_responses_carry_standard_headers():
@@ -137,3 +150,23 @@ def test_every_route_of_the_real_app_is_documented(tmp_path, monkeypatch):
         if path not in documented and path.rstrip("/") not in {p.rstrip("/") for p in documented}:
             undocumented.append(rule.rule)
     assert undocumented == []
+
+
+def test_sessions_document_matches_the_handlers():
+    """The upload's allowed part types and the transcript export formats are those web/sessions.py enforces."""
+    from web import openapi, sessions
+
+    assert set(openapi.SESSION_AUDIO_TYPES) == sessions.AUDIO_CONTENT_TYPES
+    assert set(openapi.EXPORT_MEDIA_TYPES) == sessions.EXPORT_FORMATS
+    doc = openapi_document()
+    upload = doc["paths"]["/api/sessions/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert set(upload["encoding"]["audioFile"]["contentType"].split(", ")) == sessions.AUDIO_CONTENT_TYPES
+    fmt = next(p for p in doc["paths"]["/api/sessions/{session_id}/transcript"]["get"]["parameters"]
+               if p["name"] == "format")
+    assert set(fmt["schema"]["enum"]) == sessions.EXPORT_FORMATS
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            for param in op.get("parameters", []):
+                if param["in"] == "path" and param["name"] in ("session_id", "paragraph_index"):
+                    assert param["schema"]["pattern"] == "^[0-9]+$", (path, param["name"])
+                    assert "400" in op["responses"], path

@@ -185,6 +185,8 @@ def test_transcript_is_empty_until_completed(stack):
     ({"date": "23/06/2026"}, "YYYY-MM-DD"),
     ({"date": "2026-02-30"}, "not a real date"),
     ({"numSpeakers": "several"}, "numSpeakers"),
+    ({"numSpeakers": "inf"}, "finite"),
+    ({"numSpeakers": "1e400"}, "finite"),
 ])
 def test_upload_validation(stack, overrides, words):
     before = {s["id"] for s in stack.get("/api/sessions").json()}
@@ -268,6 +270,9 @@ def test_readiness_gate(gate_stack):
     stack = gate_stack
     nobody = upload(stack, numSpeakers="2")
     assert nobody.status_code == 503 and "no transcription worker" in nobody.json()["message"]
+    (stack.tmp / "empty.mp3").write_bytes(b"")
+    empty = upload(stack, stack.tmp / "empty.mp3")
+    assert empty.status_code == 400 and "empty" in empty.json()["message"]  # bad input is a 400, worker or not
     stack.start_worker("asr", "asr")  # a worker with diarization switched off
     refused = upload(stack, numSpeakers="2")
     assert refused.status_code == 503 and "speaker diarization is not available" in refused.json()["message"]

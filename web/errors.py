@@ -8,7 +8,7 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-_NAMES = {400: "BadRequestError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError",
+_NAMES = {400: "BadRequestError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError", 416: "RangeNotSatisfiableError",
           415: "UnsupportedMediaTypeError", 429: "TooManyRequestsError", 503: "ServiceUnavailableError"}
 
 

@@ -9,6 +9,23 @@ OPENAPI_VERSION = "3.0.3"
 JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]
 RESULT_FORMATS = ["json", "srt", "vtt", "txt"]
 DISPLAY_TIME = r"^\d{2,}:\d{2}:\d{2}\.\d{3}$"
+SESSION_STATES = ["pending", "queued", "transcribing", "completed", "failed"]
+# GET /api/sessions/{session_id}/transcript?format=...: the media type of each export (web/sessions.py).
+EXPORT_MEDIA_TYPES = {
+    "srt": "text/plain",
+    "vtt": "text/vtt",
+    "txt": "text/plain",
+    "docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "json": "application/json",
+}
+# The part content types POST /api/sessions/upload accepts for audioFile (web.sessions.AUDIO_CONTENT_TYPES).
+SESSION_AUDIO_TYPES = [
+    "audio/mpeg", "audio/mp3", "audio/mp4", "audio/wav", "audio/x-wav", "audio/aac", "audio/ogg", "audio/webm",
+    "audio/flac", "audio/x-m4a", "audio/x-flac", "video/mp4", "video/mpeg", "video/webm", "video/quicktime",
+    "video/x-msvideo", "video/x-matroska", "video/x-flv",
+]
+ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
+NONBLANK = r"\S"  # at least one non-whitespace character; the server trims the value
 LIVE_MESSAGE_SCHEMAS = {
     "status": "LiveStatusMessage",
     "segment": "LiveSegmentMessage",
@@ -340,12 +357,157 @@ def _retranslate_schemas() -> dict[str, Schema]:
     }
 
 
+def session_id_schema() -> Schema:
+    return integer("Session id", minimum=0)
+
+
+def _sessions_schemas() -> dict[str, Schema]:
+    text = string(minLength=1, pattern=NONBLANK)
+    return {
+        "SessionState": string("State of a session's transcription", enum=SESSION_STATES),
+        "SessionMeta": obj(
+            {
+                "id": session_id_schema(),
+                "fileName": string("Original upload name; shown when sessionName is empty"),
+                "clientName": string(),
+                "sessionName": string(),
+                "date": string(
+                    "Session date, stored as noon UTC so it does not shift in any time zone",
+                    format="date-time",
+                    example="2026-06-23T12:00:00.000Z",
+                ),
+                "sessionType": string("Free text, e.g. Individual or Couples"),
+                "therapy": string("Free text, e.g. CBT or DBT"),
+                "audioPath": nullable(string("Opaque name of the stored audio; null once the audio is deleted")),
+                "status": ref("SessionState"),
+                "whisperJobId": nullable(
+                    string(
+                        "Transcription job id, set once transcription starts; poll /api/transcription/status/{job_id}"
+                    )
+                ),
+                "transcriptTokenCount": nullable(integer("Tokens in the transcript", minimum=0)),
+                "duration": nullable(integer("Audio duration in whole seconds", minimum=0)),
+                "errorMessage": nullable(string("Why transcription failed, when status is failed")),
+                "showSpeakers": nullable(
+                    integer(
+                        "1 shows speaker labels, 0 hides them (a boolean in PUT .../metadata); null means shown",
+                        minimum=0,
+                        maximum=1,
+                    )
+                ),
+            },
+            description="A session as listed and as returned by PUT /api/sessions/{session_id}/metadata",
+        ),
+        "SessionChatMeta": obj(
+            {
+                "id": integer("Chat id"),
+                "sessionId": session_id_schema(),
+                "timestamp": integer("Creation time (Unix epoch milliseconds)"),
+                "name": nullable(string("Chat name")),
+            }
+        ),
+        "SessionDetail": {
+            "allOf": [
+                ref("SessionMeta"),
+                obj({"chats": array(ref("SessionChatMeta"), "The session's chats, newest first")}),
+            ],
+            "description": "A session with its chats",
+        },
+        "SessionUploadAccepted": obj(
+            {
+                "sessionId": session_id_schema(),
+                "message": string(example="Upload successful, transcription queued."),
+            },
+            description="The session was created with status queued; follow it with GET /api/sessions/{session_id}",
+        ),
+        "SessionMetadataUpdate": {
+            **obj(
+                {
+                    "clientName": text,
+                    "sessionName": text,
+                    "date": string("Session date; stored as noon UTC", format="date", pattern=ISO_DATE),
+                    "sessionType": text,
+                    "therapy": text,
+                    "fileName": string("Display file name; sanitised by the server", minLength=1, pattern=NONBLANK),
+                    "showSpeakers": boolean("Show (true) or hide (false) speaker labels; stored as 1/0"),
+                    "status": {"description": "Accepted and ignored"},
+                    "whisperJobId": {"description": "Accepted and ignored"},
+                    "transcriptTokenCount": {"description": "Accepted and ignored"},
+                    "audioPath": {"description": "Accepted and ignored"},
+                },
+                required=None,
+                description="A partial update. At least one of clientName, sessionName, date, sessionType, therapy, "
+                "fileName or showSpeakers is needed; a body holding only the ignored keys leaves the session "
+                "unchanged. Other keys are ignored.",
+            ),
+            "minProperties": 1,
+        },
+        "TranscriptParagraph": obj(
+            {
+                "id": integer("Stable paragraph index within the session (the paragraph_index of the paragraph "
+                              "endpoints); not renumbered after a delete", minimum=0),
+                "timestamp": integer("Start time in milliseconds from the start of the audio", minimum=0),
+                "text": string(),
+                "speaker": string("Speaker label; omitted when unknown"),
+            },
+            required=["id", "timestamp", "text"],
+        ),
+        "SessionTranscript": array(ref("TranscriptParagraph"), "The session's paragraphs, ordered by id"),
+        "ParagraphTextEdit": obj(
+            {
+                "paragraphIndex": integer("id of the paragraph to change", minimum=0),
+                "newText": string("New text; trimmed", minLength=1, pattern=NONBLANK),
+            }
+        ),
+        "ParagraphSpeakerUpdate": obj({"speaker": string("New speaker label; trimmed", minLength=1, pattern=NONBLANK)}),
+        "SpeakerRename": obj(
+            {
+                "from": string("Current speaker label", minLength=1, pattern=NONBLANK),
+                "to": string("New speaker label", minLength=1, pattern=NONBLANK),
+            }
+        ),
+        "Confirmation": obj({"message": string("What was done")}),
+        "ExportParagraph": obj(
+            {
+                "id": integer("Stable paragraph index", minimum=0),
+                "start": number("Start time in seconds"),
+                "end": number("End time in seconds"),
+                "speaker": nullable(string("Speaker label")),
+                "text": string(),
+            }
+        ),
+        "TranscriptExport": obj(
+            {"session": ref("SessionMeta"), "paragraphs": array(ref("ExportParagraph"))},
+            description="The transcript export of format=json",
+        ),
+        "TranscriptionStatus": obj(
+            {
+                "job_id": string("Job id"),
+                "status": ref("JobState"),
+                "progress": number("Percent complete, one decimal", minimum=0, maximum=100),
+                "error": nullable(string("Failure reason when status is failed")),
+                "duration": nullable(number("Audio duration in seconds, once known")),
+                "message": string("Progress message of the worker"),
+            },
+            description="A transcription job as the sessions client sees it",
+        ),
+        "TranscriptionNotFound": obj(
+            {
+                "error": string(enum=["Not Found"]),
+                "message": string(example="Transcription job 0b5c... not found."),
+            },
+            description="404 body of GET /api/transcription/status/{job_id}; unlike Error it has no detail",
+        ),
+    }
+
+
 def components() -> dict[str, Any]:
     schemas: dict[str, Schema] = {"Error": _error_schema()}
     schemas.update(_meta_schemas())
     schemas.update(_transcribe_schemas())
     schemas.update(_live_schemas())
     schemas.update(_retranslate_schemas())
+    schemas.update(_sessions_schemas())
     return {
         "schemas": schemas,
         "headers": {
@@ -430,17 +592,39 @@ def operation(
     return op
 
 
-def multipart_body(properties: dict[str, Schema], required: list[str]) -> dict[str, Any]:
+def multipart_body(
+    properties: dict[str, Schema],
+    required: list[str],
+    *,
+    file_field: str = "file",
+    file_types: str = "audio/*, video/*, application/octet-stream",
+) -> dict[str, Any]:
     schema: Schema = {"type": "object", "properties": properties, "required": required}
     return {
         "required": True,
         "content": {
             "multipart/form-data": {
                 "schema": schema,
-                "encoding": {"file": {"contentType": "audio/*, video/*, application/octet-stream"}},
+                "encoding": {file_field: {"contentType": file_types}},
             }
         },
     }
+
+
+def json_body(schema: Schema) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def id_param(name: str, description: str) -> dict[str, Any]:
+    """An integer id in the path: the server checks it is 1 to 18 digits and answers 400 otherwise."""
+    return {
+        **path_param(name, description),
+        "schema": string("Non-negative integer, as digits", pattern="^[0-9]+$", maxLength=18, example="1"),
+    }
+
+
+def header(description: str, schema: Schema | None = None) -> dict[str, Any]:
+    return {"description": description, "schema": schema or string()}
 
 
 def audio_file() -> Schema:
@@ -677,6 +861,310 @@ def _retranslate_paths() -> dict[str, Any]:
     }
 
 
+SESSION_ID_PARAM = "Session id"
+PARAGRAPH_INDEX_PARAM = "Stable paragraph index (the id of a TranscriptParagraph)"
+BAD_SESSION_ID = "Session id is not a non-negative integer"
+UNKNOWN_SESSION = "Unknown session"
+NOT_COMPLETED = "session is not completed"
+AUDIO_MEDIA_TYPES = ["audio/*", "application/octet-stream"]
+EXPORT_DESCRIPTION = """\
+Without `format`, the transcript as a JSON array of `TranscriptParagraph` (an empty array, not an error, while the
+session is not completed). With `format`, a download (`Content-Disposition: attachment`) of the completed
+transcript: """ + ", ".join(f"`{fmt}` as {media}" for fmt, media in EXPORT_MEDIA_TYPES.items()) + """; the `json`
+export is a `TranscriptExport` object."""
+
+
+def _audio_content() -> dict[str, Any]:
+    return {media: {"schema": string("Audio bytes", format="binary")} for media in AUDIO_MEDIA_TYPES}
+
+
+def _audio_headers(*, partial: bool = False) -> dict[str, Any]:
+    headers = {
+        "Accept-Ranges": header("Always bytes", string(enum=["bytes"])),
+        "Content-Length": header("Bytes in this response", integer(minimum=0)),
+        "ETag": header("Entity tag of the file, for If-None-Match / If-Range"),
+        "Last-Modified": header("Modification time of the file"),
+    }
+    if partial:
+        headers["Content-Range"] = header(
+            "The part sent, e.g. bytes 0-1023/52311", string(example="bytes 0-1023/52311")
+        )
+    return headers
+
+
+def _sessions_paths() -> dict[str, Any]:
+    session = id_param("session_id", SESSION_ID_PARAM)
+    paragraph = id_param("paragraph_index", PARAGRAPH_INDEX_PARAM)
+    tag = "sessions"
+    transcript = response("The whole transcript after the change", ref("SessionTranscript"))
+    bad_id = error(BAD_SESSION_ID)
+    unknown = error(UNKNOWN_SESSION)
+    return {
+        "/api/sessions": {
+            "get": operation(
+                tag,
+                "list_sessions",
+                "List sessions",
+                {"200": response("Sessions, newest date first (then highest id)", array(ref("SessionMeta")))},
+                description="Also answers `/api/sessions/` (trailing slash) directly.",
+            )
+        },
+        "/api/sessions/upload": {
+            "post": operation(
+                tag,
+                "upload_session",
+                "Upload a session's audio with its metadata and queue its transcription",
+                {
+                    "202": response("Session created (status queued) and transcription queued",
+                                    ref("SessionUploadAccepted")),
+                    "400": error(
+                        "audioFile missing, of a content type not allowed, empty or not audio; a blank text field; "
+                        "a date that is not a real YYYY-MM-DD date; a non-numeric numSpeakers"
+                    ),
+                    "413": error("Upload exceeds the size limit"),
+                    "503": error(
+                        "Job queue unavailable, no transcription worker running, or numSpeakers >= 2 and no "
+                        "running worker can label speakers"
+                    ),
+                },
+                description="The transcription uses the server's default model and detects the language. "
+                "Follow progress with GET /api/sessions/{session_id} and, once whisperJobId is set, "
+                "GET /api/transcription/status/{job_id}.",
+                request_body=multipart_body(
+                    {
+                        "audioFile": string(
+                            "The session's audio (or video). Its part content type must be one of the encoding's; "
+                            "a missing file name becomes upload_<ms>.<subtype>",
+                            format="binary",
+                        ),
+                        "clientName": string(minLength=1, pattern=NONBLANK),
+                        "sessionName": string(minLength=1, pattern=NONBLANK),
+                        "date": string("Session date; stored as noon UTC", format="date", pattern=ISO_DATE),
+                        "sessionType": string(minLength=1, pattern=NONBLANK),
+                        "therapy": string(minLength=1, pattern=NONBLANK),
+                        "numSpeakers": number(
+                            "Expected number of speakers, rounded and clamped to 0..10 (empty or omitted: 0). "
+                            "0 and 1 switch speaker labelling off; 2 or more switch it on and need a worker "
+                            "that can label speakers",
+                            default=0,
+                        ),
+                    },
+                    ["audioFile", "clientName", "sessionName", "date", "sessionType", "therapy"],
+                    file_field="audioFile",
+                    file_types=", ".join(SESSION_AUDIO_TYPES),
+                ),
+            )
+        },
+        "/api/sessions/{session_id}": {
+            "get": operation(
+                tag,
+                "get_session",
+                "A session with its chats",
+                {"200": response("The session", ref("SessionDetail")), "400": bad_id, "404": unknown},
+                parameters=[session],
+            ),
+            "delete": operation(
+                tag,
+                "delete_session",
+                "Delete a session, its audio, chats and transcript",
+                {"200": response("Deleted", ref("Confirmation")), "400": bad_id, "404": unknown},
+                parameters=[session],
+            ),
+        },
+        "/api/sessions/{session_id}/metadata": {
+            "put": operation(
+                tag,
+                "update_session_metadata",
+                "Change a session's metadata",
+                {
+                    "200": response("The updated session (without chats)", ref("SessionMeta")),
+                    "400": error(
+                        BAD_SESSION_ID + "; body not a JSON object; nothing to update; a blank text field, a bad "
+                        "date, or a showSpeakers that is not a boolean"
+                    ),
+                    "404": unknown,
+                },
+                parameters=[session],
+                request_body=json_body(ref("SessionMetadataUpdate")),
+            )
+        },
+        "/api/sessions/{session_id}/transcript": {
+            "get": operation(
+                tag,
+                "get_session_transcript",
+                "The session's transcript, or an export of it",
+                {
+                    "200": response(
+                        "The transcript (no format) or the export in the requested format",
+                        content={
+                            "application/json": {
+                                "schema": {"oneOf": [ref("SessionTranscript"), ref("TranscriptExport")]}
+                            },
+                            "text/plain": {
+                                "schema": string("SubRip subtitles (format=srt) or plain text (format=txt)")
+                            },
+                            "text/vtt": {"schema": string("WebVTT subtitles (format=vtt)")},
+                            EXPORT_MEDIA_TYPES["docx"]: {
+                                "schema": string("Word document (format=docx)", format="binary")
+                            },
+                        },
+                        headers={
+                            "Content-Disposition": header(
+                                'Exports only: attachment; filename="<session name>.<format>"'
+                            )
+                        },
+                    ),
+                    "400": error(BAD_SESSION_ID + ", or an unknown format"),
+                    "404": unknown,
+                    "409": error("An export was asked for but the " + NOT_COMPLETED),
+                },
+                description=EXPORT_DESCRIPTION,
+                parameters=[
+                    session,
+                    query_param(
+                        "format",
+                        string(enum=list(EXPORT_MEDIA_TYPES)),
+                        description="Export format; omit for the JSON paragraph array",
+                    ),
+                ],
+            ),
+            "patch": operation(
+                tag,
+                "edit_transcript_paragraph",
+                "Change the text of one paragraph",
+                {
+                    "200": transcript,
+                    "400": error(
+                        BAD_SESSION_ID + "; invalid body; the " + NOT_COMPLETED + "; or no paragraph has that index"
+                    ),
+                    "404": unknown,
+                },
+                description="Unchanged text leaves the transcript as it is and returns it.",
+                parameters=[session],
+                request_body=json_body(ref("ParagraphTextEdit")),
+            ),
+        },
+        "/api/sessions/{session_id}/transcript/{paragraph_index}": {
+            "delete": operation(
+                tag,
+                "delete_transcript_paragraph",
+                "Delete one paragraph",
+                {
+                    "200": response("The remaining transcript", ref("SessionTranscript")),
+                    "400": error(
+                        "Session id or paragraph index is not a non-negative integer, or the " + NOT_COMPLETED
+                    ),
+                    "404": error("Unknown session, or no (undeleted) paragraph has that index"),
+                },
+                description="The index stays taken: other paragraphs keep their ids.",
+                parameters=[session, paragraph],
+            )
+        },
+        "/api/sessions/{session_id}/transcript/{paragraph_index}/speaker": {
+            "patch": operation(
+                tag,
+                "set_paragraph_speaker",
+                "Set the speaker of one paragraph",
+                {
+                    "200": response("Speaker updated", ref("Confirmation")),
+                    "400": error(
+                        "Session id or paragraph index is not a non-negative integer; blank speaker; the "
+                        + NOT_COMPLETED + "; or no paragraph has that index"
+                    ),
+                    "404": unknown,
+                },
+                parameters=[session, paragraph],
+                request_body=json_body(ref("ParagraphSpeakerUpdate")),
+            )
+        },
+        "/api/sessions/{session_id}/speakers": {
+            "patch": operation(
+                tag,
+                "rename_speakers",
+                "Rename speakers throughout the transcript",
+                {
+                    "200": response(
+                        'Labels updated, or "No changes needed." when no paragraph had a from label',
+                        ref("Confirmation"),
+                    ),
+                    "400": error(
+                        BAD_SESSION_ID + "; the body is not an array, or an entry lacks a non-blank from or to"
+                    ),
+                    "404": unknown,
+                },
+                description="Every paragraph whose speaker is `from` gets `to`; pairs with from equal to to are "
+                "skipped.",
+                parameters=[session],
+                request_body=json_body(array(ref("SpeakerRename"))),
+            )
+        },
+        "/api/sessions/{session_id}/audio": {
+            "get": operation(
+                tag,
+                "get_session_audio",
+                "Stream the session's audio",
+                {
+                    "200": response("The whole file", content=_audio_content(), headers=_audio_headers()),
+                    "206": response(
+                        "The requested byte range", content=_audio_content(), headers=_audio_headers(partial=True)
+                    ),
+                    "304": response("Not modified (If-None-Match matched)", headers={"ETag": header("Entity tag")}),
+                    "400": bad_id,
+                    "404": error("Unknown session, the session has no audio, or its file is missing"),
+                    "416": response(
+                        "Range not satisfiable",
+                        ref("Error"),
+                        headers={"Content-Range": header("bytes */<size>", string(example="bytes */52311"))},
+                    ),
+                },
+                description="Content-Type follows the file extension: .mp3 audio/mpeg, .wav audio/wav, .ogg "
+                "audio/ogg, .m4a audio/mp4, .aac audio/aac, .flac audio/flac, .webm audio/webm, anything else "
+                "application/octet-stream. Supports Range requests for seeking.",
+                parameters=[
+                    session,
+                    {
+                        "name": "Range",
+                        "in": "header",
+                        "required": False,
+                        "description": "Byte range, e.g. bytes=0-1023 or bytes=1024-",
+                        "schema": string(pattern=r"^bytes=", example="bytes=0-1023"),
+                    },
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "description": "ETag of a cached copy; a match gives 304",
+                        "schema": string(),
+                    },
+                ],
+            ),
+            "delete": operation(
+                tag,
+                "delete_session_audio",
+                "Delete the session's original audio",
+                {
+                    "200": response("Deleted; the session's audioPath is now null", ref("Confirmation")),
+                    "400": bad_id,
+                    "404": error("Unknown session, or the session has no audio"),
+                },
+                parameters=[session],
+            ),
+        },
+        "/api/transcription/status/{job_id}": {
+            "get": operation(
+                tag,
+                "transcription_status",
+                "Progress of a session's transcription job",
+                {
+                    "200": response("Job progress", ref("TranscriptionStatus")),
+                    "404": response("Unknown job", ref("TranscriptionNotFound")),
+                },
+                parameters=[path_param("job_id", "A session's whisperJobId")],
+            )
+        },
+    }
+
+
 def _docs_paths() -> dict[str, Any]:
     return {
         "/api/openapi.json": {
@@ -715,6 +1203,11 @@ TAGS = [
     {"name": "meta", "description": "Service health and information"},
     {"name": "transcribe", "description": "Upload audio, follow transcription jobs and fetch transcripts"},
     {"name": "retranslate", "description": "Re-transcribe single segments"},
+    {
+        "name": "sessions",
+        "description": "Recorded sessions: upload with metadata, transcripts and their edits, speakers, audio and "
+        "exports",
+    },
     {"name": "docs", "description": "This API description and its viewer"},
 ]
 
@@ -726,7 +1219,7 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _docs_paths()):
+    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _docs_paths()):
         paths.update(part)
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,

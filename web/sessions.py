@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import re
 import time
 
@@ -105,8 +106,8 @@ def num_speakers(value) -> int:
         number = float(value)
     except ValueError:
         raise bad_request(f"numSpeakers must be a number, got {value!r}") from None
-    if number != number:  # NaN
-        raise bad_request("numSpeakers must be a number")
+    if not math.isfinite(number):
+        raise bad_request(f"numSpeakers must be a finite number, got {value!r}")
     return int(min(10, max(0, round(number))))
 
 
@@ -143,11 +144,15 @@ def upload_session():
     fields["date"] = iso_date(form.get("date"))
     speakers = num_speakers(form.get("numSpeakers"))
     diarize = speakers >= 2
-    readiness_gate(diarize)
     if not part.filename:
         subtype = part.mimetype.split("/", 1)[1].replace("x-", "")
         part.filename = f"upload_{int(time.time() * 1000)}.{subtype}"
-    upload = receive_audio("audioFile")
+    upload = receive_audio("audioFile")  # bad files are a 400 before readiness is even asked
+    try:
+        readiness_gate(diarize)
+    except ApiError:
+        upload.path.unlink(missing_ok=True)
+        raise
     cfg = settings()
     session, _ = start_transcription(upload, model_name=cfg.default_model, language=None, diarize=diarize,
                                      num_speakers=speakers if diarize else None, session_fields=fields)
@@ -298,8 +303,9 @@ def rename_speakers(session_id: str):
         for old, new in pairs:
             if old == new:
                 continue
-            changed += Paragraph.update(speaker=new).where((Paragraph.session == session.id)
-                                                           & (Paragraph.speaker == old)).execute()
+            changed += Paragraph.update(speaker=new).where(
+                (Paragraph.session == session.id) & (Paragraph.speaker == old)
+                & (Paragraph.deleted == False)).execute()  # noqa: E712
             # Remember the rename against the label the engine gave, for re-transcriptions that keep edits.
             originals = [label for label, shown in names.items() if shown == old] or [old]
             for label in originals:
