@@ -129,3 +129,14 @@ def test_inline_when_no_worker_runs(stack):
         assert {p["speaker"] for p in paragraphs} == {"SPEAKER_1", "SPEAKER_2"}
     finally:
         stack.start_worker("asr", "asr")
+
+
+def test_selection_by_date_range_and_model(stack):
+    sid = upload(stack, AUDIO / "silence.mp3", date="2031-03-03").json()["sessionId"]
+    wait_session(stack, sid)
+    window = ("--since", "2031-03-01", "--until", "2031-03-03")
+    assert f"would re-transcribe 1 session(s): {sid}" in parley(stack, "retranscribe", *window, "--dry-run").stdout
+    assert f": {sid}" in parley(stack, "retranscribe", *window, "--from-model", "tiny.en", "--dry-run").stdout
+    assert "no sessions match" in parley(stack, "retranscribe", *window, "--from-model", "base", "--dry-run").stdout
+    assert "no sessions match" in parley(stack, "retranscribe", "--since", "2031-03-04", "--until", "2031-12-31",
+                                         "--dry-run").stdout

@@ -26,8 +26,9 @@ def database_url(request, tmp_path):
 @pytest.fixture()
 def schema(database_url):
     from models import db, migrate
+    from models.db import MIGRATIONS_DIR
 
-    assert migrate(database_url) == ["0001_initial"]
+    assert migrate(database_url) == sorted(p.stem for p in MIGRATIONS_DIR.glob("[0-9]*.py"))
     assert migrate(database_url) == []  # idempotent
     with db.connection_context():
         yield db
@@ -62,14 +63,20 @@ def test_event_numbers_are_contiguous_per_job(schema):
 
 
 def test_deleting_a_session_cascades(schema):
-    from models import Job, JobEvent, Segment, Session
+    from models import Chat, Job, JobEvent, Message, Paragraph, Segment, Session
     from parley import events
 
     job = make_job()
     Segment.create(job=job, idx=0, chunk_index=0, start=0, end=1, text="hi", words=[{"word": "hi"}])
     events.record(job.id, "segment", {"id": 0})
+    Paragraph.create(session=job.session_id, idx=0, start_ms=0, end_ms=1000, text="hi")
+    chat = Chat.create(session=job.session_id, timestamp_ms=1)
+    Message.create(chat=chat, sender="ai", text="hello", timestamp_ms=1)
+    standalone = Chat.create(session=None, timestamp_ms=2)
     Session.delete().where(Session.id == job.session_id).execute()
-    assert Job.select().count() == 0 and Segment.select().count() == 0 and JobEvent.select().count() == 0
+    for table in (Job, Segment, JobEvent, Paragraph, Message):
+        assert table.select().count() == 0, table.__name__
+    assert [c.id for c in Chat.select()] == [standalone.id]  # a chat of no session is not touched
 
 
 def test_segment_index_is_unique_per_job(schema):

@@ -312,3 +312,21 @@ def test_file_names_never_become_paths(stack):
     assert session["fileName"] == "evil name_rm -rf.mp3"
     assert re.fullmatch(r"[0-9a-f]{32}\.mp3", session["audioPath"])
     assert (stack.data_dir / "audio" / session["audioPath"]).is_file()
+
+
+def test_session_fails_with_a_readable_message(stack, tmp_path):
+    import random
+    import subprocess
+
+    good = tmp_path / "good.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(AUDIO / "two_speakers.mp3"), "-c:a", "aac",
+                    "-movflags", "+faststart", str(good)], check=True)
+    data = bytearray(good.read_bytes())
+    rng = random.Random(3)
+    for i in range(data.find(b"mdat") + 8, len(data)):
+        data[i] = rng.randrange(256)
+    (tmp_path / "broken.m4a").write_bytes(bytes(data))
+    sid = upload(stack, tmp_path / "broken.m4a", mimetype="audio/mp4").json()["sessionId"]
+    session, _ = wait_session(stack, sid)
+    assert session["status"] == "failed" and "could not be decoded" in session["errorMessage"]
+    assert session["chats"] == [] and stack.get(f"/api/sessions/{sid}/transcript").json() == []
