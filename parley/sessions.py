@@ -124,7 +124,6 @@ def create_retranscription(session: Session, *, model_name: str | None, num_spea
     """
     import uuid
 
-    from models import JobEvent  # noqa: F401  (events.record writes it)
     from parley import events
 
     if not session.audio_path:

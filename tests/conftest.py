@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,19 @@ class Stack:
             body = self.get(f"/api/transcribe/status/{job_id}").json()
             return body if body["status"] in statuses else None
         return wait_until(done, timeout=timeout, interval=0.5, what=f"job {job_id}")
+
+
+@contextmanager
+def running_stack(tmp: Path, redis: RedisServer, database_url: str | None = None, *, workers=(), **env: str):
+    """A Stack with its web tier and `workers` ((name, *queues) each) running; stopped on exit."""
+    s = Stack(tmp, redis, database_url or f"sqlite:///{tmp / 'data' / 'parley.db'}", **env)
+    try:
+        s.start_web()
+        for name, *queues in workers:
+            s.start_worker(name, *queues)
+        yield s
+    finally:
+        s.stop()
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,19 @@ class Collector(threading.Thread):
         if self.error:
             raise self.error
         return self.events
+
+
+def corrupt_m4a(source, dest, *, seed: int = 7):
+    """A real m4a whose sample data is replaced by noise: the container probes fine, decoding fails."""
+    import random
+    import subprocess
+
+    good = dest.with_name(dest.stem + "-good.m4a")
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(source), "-c:a", "aac",
+                    "-movflags", "+faststart", str(good)], check=True)
+    data = bytearray(good.read_bytes())
+    rng = random.Random(seed)
+    for i in range(data.find(b"mdat") + 8, len(data)):
+        data[i] = rng.randrange(256)
+    dest.write_bytes(bytes(data))
+    return dest

@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 
 import click
-import pytest
 
 from conftest import AUDIO, VENV_BIN
 from test_sessions_api import upload, wait_session

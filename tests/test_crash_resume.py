@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import AUDIO, Stack, truth, wait_until
+from conftest import AUDIO, running_stack, truth, wait_until
 from helpers import Collector, normalise, read_sse, wer
 
 
 @pytest.fixture()
 def chunked_stack(tmp_path, redis_server, models_ready):
-    s = Stack(tmp_path, redis_server, f"sqlite:///{tmp_path / 'data' / 'parley.db'}", PARLEY_CHUNK_SECONDS="30")
-    s.start_web()
-    yield s
-    s.stop()
+    with running_stack(tmp_path, redis_server, PARLEY_CHUNK_SECONDS="30") as s:
+        yield s
 
 
 def test_kill_9_mid_job_resumes_without_gap_or_duplicate(chunked_stack):

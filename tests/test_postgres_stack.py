@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import AUDIO, Stack, truth
+from conftest import AUDIO, running_stack, truth
 from helpers import label_agreement, wer
 
 
 @pytest.fixture()
 def pg_stack(tmp_path, redis_server, models_ready, postgres_url):
-    s = Stack(tmp_path, redis_server, postgres_url)
-    s.start_web()
-    s.start_worker("asr", "asr")
-    yield s
-    s.stop()
+    with running_stack(tmp_path, redis_server, postgres_url, workers=[("asr", "asr")]) as s:
+        yield s
 
 
 def test_transcription_on_postgres(pg_stack):

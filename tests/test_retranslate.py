@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import AUDIO, clip, truth, wait_until
+from conftest import AUDIO, clip, truth
 from helpers import wer
 
 

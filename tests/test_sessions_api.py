@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 import requests
 
-from conftest import AUDIO, Stack, truth, wait_until
+from conftest import AUDIO, running_stack, truth, wait_until
 from helpers import wer
 
 FIELDS = {"clientName": "Jane Doe", "sessionName": "Week 3", "date": "2026-06-23", "sessionType": "Individual",
@@ -139,12 +139,9 @@ def test_full_cycle_on_sqlite(stack):
 
 @pytest.fixture(scope="module")
 def pg_stack(tmp_path_factory, redis_server, models_ready, postgres_url):
-    tmp = tmp_path_factory.mktemp("pg-sessions")
-    s = Stack(tmp, redis_server, postgres_url)
-    s.start_web()
-    s.start_worker("asr", "asr")
-    yield s
-    s.stop()
+    with running_stack(tmp_path_factory.mktemp("pg-sessions"), redis_server, postgres_url,
+                       workers=[("asr", "asr")]) as s:
+        yield s
 
 
 def test_full_cycle_on_postgres(pg_stack):
@@ -260,10 +257,8 @@ def test_audio_byte_ranges(stack):
 
 @pytest.fixture()
 def gate_stack(tmp_path, redis_server, models_ready):
-    s = Stack(tmp_path, redis_server, f"sqlite:///{tmp_path / 'data' / 'parley.db'}", PARLEY_DIARIZATION="0")
-    s.start_web()
-    yield s
-    s.stop()
+    with running_stack(tmp_path, redis_server, PARLEY_DIARIZATION="0") as s:
+        yield s
 
 
 def test_readiness_gate(gate_stack):
@@ -315,18 +310,10 @@ def test_file_names_never_become_paths(stack):
 
 
 def test_session_fails_with_a_readable_message(stack, tmp_path):
-    import random
-    import subprocess
+    from helpers import corrupt_m4a
 
-    good = tmp_path / "good.m4a"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(AUDIO / "two_speakers.mp3"), "-c:a", "aac",
-                    "-movflags", "+faststart", str(good)], check=True)
-    data = bytearray(good.read_bytes())
-    rng = random.Random(3)
-    for i in range(data.find(b"mdat") + 8, len(data)):
-        data[i] = rng.randrange(256)
-    (tmp_path / "broken.m4a").write_bytes(bytes(data))
-    sid = upload(stack, tmp_path / "broken.m4a", mimetype="audio/mp4").json()["sessionId"]
+    broken = corrupt_m4a(AUDIO / "two_speakers.mp3", tmp_path / "broken.m4a")
+    sid = upload(stack, broken, mimetype="audio/mp4").json()["sessionId"]
     session, _ = wait_session(stack, sid)
     assert session["status"] == "failed" and "could not be decoded" in session["errorMessage"]
     assert session["chats"] == [] and stack.get(f"/api/sessions/{sid}/transcript").json() == []

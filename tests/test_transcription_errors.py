@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 
 import pytest
@@ -96,15 +95,10 @@ def test_unknown_job_everywhere(stack):
 
 
 def test_corrupt_audio_fails_the_job_with_a_readable_message(stack, tmp_path):
-    # A real m4a whose sample data is replaced by noise: the container probes fine, decoding fails.
-    good = tmp_path / "good.m4a"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(AUDIO / "two_speakers.mp3"), "-c:a", "aac",
-                    "-movflags", "+faststart", str(good)], check=True)
-    data = bytearray(good.read_bytes())
-    rng = random.Random(7)
-    for i in range(data.find(b"mdat") + 8, len(data)):
-        data[i] = rng.randrange(256)
-    answer = post_file(stack, "broken.m4a", bytes(data))
+    from helpers import corrupt_m4a
+
+    broken = corrupt_m4a(AUDIO / "two_speakers.mp3", tmp_path / "broken.m4a")
+    answer = post_file(stack, "broken.m4a", broken.read_bytes())
     assert answer.status_code == 200, answer.text
     job_id = answer.json()["job_id"]
     status = stack.wait_job(job_id)

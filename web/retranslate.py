@@ -5,7 +5,7 @@ import queue
 import time
 import uuid
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from models import Job, db
 from parley import events, modelstore
