@@ -114,3 +114,48 @@ def test_unknown_job_streams_are_404(stack):
     with pytest.raises(websocket.WebSocketBadStatusException) as err:
         websocket.create_connection(stack.base.replace("http", "ws") + "/api/transcribe/live/no-such-job")
     assert err.value.status_code == 404
+
+
+def test_one_redis_subscription_serves_every_client_and_idle_streams_beat(stack):
+    """20 clients on a job that waits in the queue: still one pattern subscription, and heartbeats flow."""
+    import subprocess
+    import threading
+    import time
+
+    import requests
+
+    busy = stack.upload(AUDIO / "long_two_speakers.mp3", diarize="false").json()["job_id"]
+    waiting = stack.upload(AUDIO / "silence.mp3").json()["job_id"]  # queued behind the long job
+    db = stack.env["REDIS_URL"].rsplit("/", 1)[1]
+
+    def subscribers() -> int:
+        listing = subprocess.run(["redis-cli", "-p", str(stack.redis.port), "-n", db, "CLIENT", "LIST"],
+                                 capture_output=True, text=True, check=True).stdout
+        return sum(1 for line in listing.splitlines() if " psub=1 " in f" {line} ")
+
+    beats: list[int] = []
+    stop = threading.Event()
+
+    def client():
+        count = 0
+        with requests.get(stack.url(f"/api/transcribe/events/{waiting}"), stream=True, timeout=60) as resp:
+            for line in resp.iter_lines(decode_unicode=True):
+                if line == ": heartbeat":
+                    count += 1
+                if count >= 2 or stop.is_set():
+                    break
+        beats.append(count)
+
+    before = subscribers()
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    during = subscribers()
+    for t in threads:
+        t.join(30)
+    stop.set()
+    assert before <= 1 and during == 1  # the web process's single shared subscription
+    assert beats == [2] * 20  # every idle stream got heartbeats (PARLEY_HEARTBEAT_S=2 in tests)
+    stack.wait_job(busy)
+    assert stack.wait_job(waiting)["status"] == "completed"
