@@ -4,6 +4,8 @@ Importing this package never loads a model engine: actors import engine code ins
 so the web tier can import them to enqueue work.
 """
 from jobs.broker import QUEUES, broker
+from jobs.downloads import pull_model
+from jobs.llm import generate
 from jobs.transcription import retranscribe, transcribe
 
-__all__ = ["QUEUES", "broker", "retranscribe", "transcribe"]
+__all__ = ["QUEUES", "broker", "generate", "retranscribe", "transcribe"]

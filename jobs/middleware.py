@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -92,9 +93,12 @@ class WorkerHeartbeat(Middleware):
         self._redis = client(get_settings().redis_url)
         while not self._stop.is_set():
             try:
-                state = dict(self.info, busy=sorted(self.current.values()), seen_at=time.time())
+                llm = sys.modules.get("workers.llm")  # loaded only in processes that run LLM work
+                resident = getattr(llm, "resident", None)  # None while that module is still importing
+                state = dict(self.info, busy=sorted(self.current.values()), seen_at=time.time(),
+                             llm_resident=resident() if resident else None)
                 self._redis.set(self.key, json.dumps(state), ex=int(self.interval_s * 3))
-            except redis.RedisError as exc:
+            except Exception as exc:  # noqa: BLE001  (a dead heartbeat would make a live worker look dead)
                 log.warning("worker heartbeat failed: %s", exc)
             self._stop.wait(self.interval_s)
 

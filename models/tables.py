@@ -179,4 +179,74 @@ class Message(BaseModel):
     status = peewee.TextField(default="complete")  # complete, cancelled, failed
 
 
-ALL_TABLES = [Session, Job, Segment, JobEvent, Paragraph, Chat, Message]
+class Template(BaseModel):
+    """A saved prompt; titles starting with `system_` are the system prompts Parley uses."""
+
+    title = peewee.TextField(unique=True)
+    text = peewee.TextField()
+    created_at_ms = peewee.BigIntegerField()
+
+
+class LlmSettings(BaseModel):
+    """The one row of language-model settings the web tier writes and every LLM worker reads."""
+
+    active_model = peewee.TextField(default="")  # GGUF file name in the store, or a remote server's model id
+    base_url = peewee.TextField(null=True)  # null = the local engine; else an OpenAI-compatible server
+    api_token = peewee.TextField(null=True)  # for the remote server; stored, never returned
+    context_size = peewee.IntegerField(null=True)  # null = the model's own
+    temperature = peewee.FloatField(default=0.7)
+    top_p = peewee.FloatField(default=0.9)
+    repeat_penalty = peewee.FloatField(default=1.1)
+    num_gpu_layers = peewee.IntegerField(null=True)  # null = all that fit (auto)
+    thinking_budget = peewee.IntegerField(null=True)
+    updated_at = peewee.FloatField(default=now)
+
+
+class LlmJob(BaseModel):
+    """One piece of language-model work on the `llm` queue: a chat reply, a summary, a completion, a load."""
+
+    id = peewee.CharField(primary_key=True, max_length=36)
+    kind = peewee.TextField()  # chat_reply, summary, completion, load_model
+    status = peewee.TextField(default="queued", index=True)  # queued, processing, completed, failed, canceled
+    message = peewee.TextField(default="")
+    progress = peewee.FloatField(default=0.0)
+    chat = peewee.ForeignKeyField(Chat, null=True, backref="llm_jobs", on_delete="CASCADE")
+    model_name = peewee.TextField(default="")
+    params = JSONField(default=dict)
+    result = JSONField(null=True)
+    error = peewee.TextField(null=True)
+    created_at = peewee.FloatField(default=now)
+    updated_at = peewee.FloatField(default=now)
+    finished_at = peewee.FloatField(null=True)
+
+
+class ModelPull(BaseModel):
+    """A model download on the `io` queue: where from, how far, how it ended."""
+
+    id = peewee.CharField(primary_key=True, max_length=36)
+    source = peewee.TextField()  # an http(s) URL or a Hugging Face "owner/repo/file.gguf" name
+    model_name = peewee.TextField()  # the file name it will have in the store
+    status = peewee.TextField(default="queued")  # queued, parsing, downloading, verifying, completed, failed, canceling, canceled
+    message = peewee.TextField(default="")
+    completed_bytes = peewee.BigIntegerField(default=0)
+    total_bytes = peewee.BigIntegerField(null=True)
+    expected_sha256 = peewee.TextField(null=True)
+    error = peewee.TextField(null=True)
+    start_ms = peewee.BigIntegerField()
+    end_ms = peewee.BigIntegerField(null=True)
+
+
+class UsageLog(BaseModel):
+    """One model call, for the usage pages: LLM tokens or seconds of transcribed audio."""
+
+    type = peewee.TextField()  # llm, whisper
+    source = peewee.TextField()  # session_chat, standalone_chat, summary, chat_completion, analysis_*, whisper_transcription
+    model = peewee.TextField()
+    prompt_tokens = peewee.IntegerField(null=True)
+    completion_tokens = peewee.IntegerField(null=True)
+    duration = peewee.IntegerField(null=True)  # whisper: seconds of audio; llm: ms of generation
+    timestamp_ms = peewee.BigIntegerField(index=True)
+
+
+ALL_TABLES = [Session, Job, Segment, JobEvent, Paragraph, Chat, Message, Template, LlmSettings, LlmJob, ModelPull,
+              UsageLog]

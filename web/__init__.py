@@ -17,14 +17,21 @@ sock = Sock()
 def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
     from parley.redisconn import client as redis_client
+    from parley.templates import ensure_system_templates
+    from web.chats import chats_bp
     from web.docs import docs_bp
     from web.errors import register_error_handlers
+    from web.llm import llm_bp
     from web.meta import meta_bp
+    from web.model_pulls import model_pulls_bp
     from web.retranslate import retranslate_bp
     from web.sessions import sessions_bp
     from web.streams import EventHub
+    from web.summary import summary_bp
+    from web.templates import templates_bp
     from web.transcribe import transcribe_bp
     from web.uploads import StreamingRequest, discard_unclaimed_uploads
+    from web.usage import usage_bp
 
     settings = settings or get_settings()
     ensure_dirs(settings)
@@ -42,10 +49,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.url_map.strict_slashes = False
 
     migrate(settings.database_url)
+    with db.connection_context():
+        ensure_system_templates()
     app.extensions["parley_hub"] = EventHub(settings.redis_url)
     app.extensions["parley_redis"] = redis_client(settings.redis_url)
 
-    for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp):
+    for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp, templates_bp, usage_bp,
+                      model_pulls_bp, llm_bp, chats_bp, summary_bp):
         app.register_blueprint(blueprint)
     sock.init_app(app)
     register_error_handlers(app)

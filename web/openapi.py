@@ -501,6 +501,167 @@ def _sessions_schemas() -> dict[str, Schema]:
     }
 
 
+TEMPLATE_TITLE_MAX = 200  # web.templates.TITLE_MAX
+TEMPLATE_TEXT_MAX = 10_000  # web.templates.TEXT_MAX
+USAGE_TYPES = ["llm", "whisper"]
+
+
+def _templates_schemas() -> dict[str, Schema]:
+    return {
+        "Template": obj(
+            {
+                "id": integer("Template id", minimum=1),
+                "title": string("Unique title; titles starting with system_ are the system prompts",
+                                maxLength=TEMPLATE_TITLE_MAX),
+                "text": string(maxLength=TEMPLATE_TEXT_MAX),
+                "createdAt": integer("Creation time (Unix epoch milliseconds)"),
+            }
+        ),
+        "TemplateInput": obj(
+            {
+                "title": string("Trimmed; unique among templates", minLength=1, maxLength=TEMPLATE_TITLE_MAX,
+                                pattern=NONBLANK),
+                "text": string("Trimmed", minLength=1, maxLength=TEMPLATE_TEXT_MAX, pattern=NONBLANK),
+            },
+            description="The limits apply to the trimmed values",
+        ),
+    }
+
+
+def _usage_schemas() -> dict[str, Schema]:
+    cost = number("Estimated cost from the price list (0 for local models unless PARLEY_PRICING_JSON sets prices)",
+                  minimum=0)
+    count = integer(minimum=0)
+    counts = {"type": "object", "additionalProperties": integer(minimum=0)}
+    llm_totals = {
+        "totalPromptTokens": integer(minimum=0),
+        "totalCompletionTokens": integer(minimum=0),
+        "estimatedCost": cost,
+        "callCount": count,
+    }
+    whisper_totals = {
+        "totalDuration": integer("Seconds of transcribed audio", minimum=0),
+        "estimatedCost": cost,
+        "callCount": count,
+    }
+    return {
+        "UsageWeek": obj(
+            {
+                "weekStart": integer("Monday 00:00 UTC (Unix epoch milliseconds)"),
+                "weekEnd": integer("weekStart + 7 days - 1 ms"),
+                "llm": obj(llm_totals),
+                "whisper": obj(whisper_totals),
+                "totalCost": cost,
+            }
+        ),
+        "UsagePricing": obj(
+            {
+                "llm": {
+                    "type": "object",
+                    "description": "Model name (or default, for models not listed) to prices in US dollars",
+                    "additionalProperties": obj(
+                        {"promptCostPer1M": number(minimum=0), "completionCostPer1M": number(minimum=0)}
+                    ),
+                },
+                "whisper": {
+                    "type": "object",
+                    "description": "Model name (or default, for models not listed) to price in US dollars",
+                    "additionalProperties": obj({"costPerMinute": number(minimum=0)}),
+                },
+            },
+            description="The price list of the server, from PARLEY_PRICING_JSON; by default everything costs 0",
+        ),
+        "UsageHistory": obj(
+            {
+                "weeks": array(ref("UsageWeek"), "Exactly `weeks` entries, oldest first; the last is this week"),
+                "pricing": ref("UsagePricing"),
+            }
+        ),
+        "UsageStats": obj(
+            {
+                "llm": obj(
+                    {
+                        **llm_totals,
+                        "callsByModel": {**counts, "description": "Calls per model"},
+                        "callsBySource": {**counts, "description": "Calls per source, e.g. session_chat"},
+                    }
+                ),
+                "whisper": obj({**whisper_totals, "callsByModel": {**counts, "description": "Calls per model"}}),
+                "totalEstimatedCost": cost,
+            },
+            description="Totals over the whole usage log",
+        ),
+        "UsageLogItem": obj(
+            {
+                "id": integer(minimum=1),
+                "type": string(enum=USAGE_TYPES),
+                "source": string(
+                    "What made the call: session_chat, standalone_chat, summary, analysis_short_prompt, "
+                    "analysis_strategy, analysis_map, analysis_reduce, whisper_transcription, ..."
+                ),
+                "model": string(),
+                "promptTokens": nullable(integer(minimum=0)),
+                "completionTokens": nullable(integer(minimum=0)),
+                "duration": nullable(integer("Seconds of audio (whisper) or milliseconds of generation (llm)",
+                                             minimum=0)),
+                "timestamp": integer("When the call was made (Unix epoch milliseconds)"),
+                "estimatedCost": cost,
+            }
+        ),
+        "UsageLogPage": obj(
+            {
+                "items": array(ref("UsageLogItem"), "Newest first"),
+                "total": integer("Rows matching the filters", minimum=0),
+                "limit": integer(minimum=1, maximum=200),
+                "offset": integer(minimum=0),
+            }
+        ),
+    }
+
+
+PULL_STATES = ["queued", "parsing", "downloading", "verifying", "completed", "failed", "canceling", "canceled"]
+
+
+def _model_pulls_schemas() -> dict[str, Schema]:
+    return {
+        "ModelPullRequest": obj(
+            {
+                "modelUrl": string(
+                    "An http(s) URL whose path ends in .gguf, or a Hugging Face name owner/repo/path/file.gguf "
+                    "(downloaded from {HF_ENDPOINT or https://huggingface.co}/owner/repo/resolve/main/path/file.gguf)",
+                    minLength=1,
+                    pattern=NONBLANK,
+                    example="bartowski/gemma-2-2b-it-GGUF/gemma-2-2b-it-Q4_K_M.gguf",
+                ),
+                "sha256": string("Expected sha256 of the file; the download fails when it differs",
+                                 pattern="^[0-9a-fA-F]{64}$"),
+            },
+            required=["modelUrl"],
+        ),
+        "ModelPullAccepted": obj(
+            {
+                "jobId": job_id_schema(),
+                "message": string(example="Download of gemma-2-2b-it-Q4_K_M.gguf started. Check its status."),
+            }
+        ),
+        "ModelPullStatus": obj(
+            {
+                "jobId": job_id_schema(),
+                "modelName": string("File name the model gets in the store (letters, digits, . _ -)"),
+                "status": string("State of the download", enum=PULL_STATES),
+                "message": string(example="Downloading gemma.gguf: 12.3 of 253.1 MB (5%)"),
+                "progress": number("Percent done; present once the size is known", minimum=0, maximum=100),
+                "completedBytes": integer("Bytes received so far", minimum=0),
+                "totalBytes": integer("Size of the file; present once the server told it", minimum=0),
+                "startTime": integer("When the pull was asked for (Unix epoch milliseconds)"),
+                "endTime": integer("When it completed, failed or was canceled (Unix epoch milliseconds)"),
+                "error": string("Why it failed, e.g. not a GGUF file or a sha256 mismatch"),
+            },
+            required=["jobId", "modelName", "status", "message", "completedBytes", "startTime"],
+        ),
+    }
+
+
 def components() -> dict[str, Any]:
     schemas: dict[str, Schema] = {"Error": _error_schema()}
     schemas.update(_meta_schemas())
@@ -508,6 +669,9 @@ def components() -> dict[str, Any]:
     schemas.update(_live_schemas())
     schemas.update(_retranslate_schemas())
     schemas.update(_sessions_schemas())
+    schemas.update(_templates_schemas())
+    schemas.update(_usage_schemas())
+    schemas.update(_model_pulls_schemas())
     return {
         "schemas": schemas,
         "headers": {
@@ -1165,6 +1329,176 @@ def _sessions_paths() -> dict[str, Any]:
     }
 
 
+def _templates_paths() -> dict[str, Any]:
+    template = id_param("template_id", "Template id")
+    template["schema"] = string("Positive integer, as digits", pattern="^[0-9]+$", maxLength=18, example="1")
+    bad_id = "Template id is not a positive integer"
+    bad_body = "the body is not a JSON object, or title or text is missing, blank or too long"
+    unknown = error("Unknown template")
+    return {
+        "/api/templates": {
+            "get": operation(
+                "templates",
+                "list_templates",
+                "All templates, newest first",
+                {"200": response("Templates, by createdAt descending", array(ref("Template")))},
+                description="Titles starting with system_ are the system prompts Parley seeds at start-up "
+                "(system_prompt, system_standalone_prompt, system_analysis_strategist, "
+                "system_short_prompt_generator); they can be edited like any other template.",
+            ),
+            "post": operation(
+                "templates",
+                "create_template",
+                "Create a template",
+                {
+                    "201": response("Created", ref("Template")),
+                    "400": error(bad_body.capitalize()),
+                    "409": error("A template with that title exists"),
+                },
+                request_body=json_body(ref("TemplateInput")),
+            ),
+        },
+        "/api/templates/{template_id}": {
+            "put": operation(
+                "templates",
+                "update_template",
+                "Change a template's title and text",
+                {
+                    "200": response("The updated template", ref("Template")),
+                    "400": error(bad_id + "; or " + bad_body),
+                    "404": unknown,
+                    "409": error("Another template has that title"),
+                },
+                description="Both fields are required; createdAt is kept.",
+                parameters=[template],
+                request_body=json_body(ref("TemplateInput")),
+            ),
+            "delete": operation(
+                "templates",
+                "delete_template",
+                "Delete a template",
+                {
+                    "200": response('"Template with ID <id> deleted successfully."', ref("Confirmation")),
+                    "400": error(bad_id),
+                    "404": unknown,
+                },
+                description="A deleted system template is seeded again at the next start; until then its "
+                "default text is used.",
+                parameters=[template],
+            ),
+        },
+    }
+
+
+def _usage_paths() -> dict[str, Any]:
+    ms = "Unix epoch milliseconds, a non-negative integer"
+    return {
+        "/api/usage/history": {
+            "get": operation(
+                "usage",
+                "usage_history",
+                "Weekly usage and estimated cost",
+                {
+                    "200": response("One entry per week, oldest first", ref("UsageHistory")),
+                    "400": error("weeks is not an integer"),
+                },
+                parameters=[
+                    query_param(
+                        "weeks",
+                        integer(default=12, minimum=1, maximum=52),
+                        description="Number of weeks up to and including this one; clamped to 1..52",
+                    )
+                ],
+            )
+        },
+        "/api/usage/stats": {
+            "get": operation(
+                "usage",
+                "usage_stats",
+                "Usage totals, with call counts by model and source",
+                {"200": response("Totals over the whole usage log", ref("UsageStats"))},
+            )
+        },
+        "/api/usage/logs": {
+            "get": operation(
+                "usage",
+                "usage_logs",
+                "The usage log, filtered and paged",
+                {
+                    "200": response("A page of the log, newest first", ref("UsageLogPage")),
+                    "400": error(
+                        "start, end or offset is not a non-negative integer; limit is not a positive integer; "
+                        "type is not llm or whisper"
+                    ),
+                },
+                parameters=[
+                    query_param("start", integer(minimum=0), description=f"Only calls at or after this time ({ms})"),
+                    query_param("end", integer(minimum=0), description=f"Only calls at or before this time ({ms})"),
+                    query_param("type", string(enum=USAGE_TYPES), description="Only calls of this type"),
+                    query_param("model", string(), description="Only calls of this model (empty: all)"),
+                    query_param("source", string(), description="Only calls from this source (empty: all)"),
+                    query_param(
+                        "limit", integer(default=50, minimum=1), description="Page size; more than 200 gives 200"
+                    ),
+                    query_param("offset", integer(default=0, minimum=0), description="Rows to skip"),
+                ],
+            )
+        },
+    }
+
+
+def _model_pulls_paths() -> dict[str, Any]:
+    job = path_param("job_id", "jobId returned by POST /api/llm/pull-model")
+    unknown = error("Unknown pull job")
+    return {
+        "/api/llm/pull-model": {
+            "post": operation(
+                "llm",
+                "pull_model",
+                "Download a GGUF model into the store",
+                {
+                    "202": response("Download queued; follow it with GET /api/llm/pull-status/{job_id}",
+                                    ref("ModelPullAccepted")),
+                    "400": error(
+                        "modelUrl missing or blank; a scheme other than http or https; a URL or name that does "
+                        "not end in .gguf; a sha256 that is not 64 hexadecimal characters"
+                    ),
+                    "409": error("A model of that file name is in the store, or a pull of it is running"),
+                    "503": error("Job queue unavailable; nothing was created"),
+                },
+                description="The file is written next to the store as <name>.part, resumed with a Range request "
+                "after a broken connection, and renamed into the store only once it is proven to be a GGUF file "
+                "(with the given sha256, when one is given).",
+                request_body=json_body(ref("ModelPullRequest")),
+            )
+        },
+        "/api/llm/pull-status/{job_id}": {
+            "get": operation(
+                "llm",
+                "pull_status",
+                "Progress of a model download",
+                {"200": response("The pull", ref("ModelPullStatus")), "404": unknown},
+                parameters=[job],
+            )
+        },
+        "/api/llm/cancel-pull/{job_id}": {
+            "post": operation(
+                "llm",
+                "cancel_pull",
+                "Cancel a model download",
+                {
+                    "200": response('"Cancellation request sent for job <job_id>."', ref("Confirmation")),
+                    "404": unknown,
+                    "409": error("The pull is verifying, completed, failed or canceled: nothing to cancel"),
+                },
+                description="A queued pull is canceled at once; a running one becomes canceling and then "
+                "canceled, with its partial file deleted.",
+                parameters=[job],
+            )
+        },
+    }
+
+
 def _docs_paths() -> dict[str, Any]:
     return {
         "/api/openapi.json": {
@@ -1208,6 +1542,9 @@ TAGS = [
         "description": "Recorded sessions: upload with metadata, transcripts and their edits, speakers, audio and "
         "exports",
     },
+    {"name": "templates", "description": "Saved prompts, including the system prompts Parley uses"},
+    {"name": "usage", "description": "Model calls and their estimated cost, for the usage pages"},
+    {"name": "llm", "description": "Language models: download GGUF models into the store"},
     {"name": "docs", "description": "This API description and its viewer"},
 ]
 
@@ -1219,7 +1556,9 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _docs_paths()):
+    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _templates_paths(),
+                 _usage_paths(), _model_pulls_paths(),
+                 _docs_paths()):
         paths.update(part)
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,

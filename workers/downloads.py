@@ -1,0 +1,316 @@
+"""Fetches a model file over HTTP(S) into the store: resumable, cancellable, verified before it appears.
+
+`download()` streams into `<dest>.part` next to the destination and renames it into place only after
+the bytes are proven to be a GGUF file (and the expected sha256, when one is given), so a half-written
+or wrong file is never listed as a model. A broken connection leaves the `.part` behind on purpose: the
+next call continues it with a `Range` request instead of starting over.
+
+`resolve_source()` turns what a user typed (an http(s) URL or a Hugging Face name) into the URL to
+fetch and the file name the model gets in the store; the web tier validates with it and the worker
+resolves with it, so both read a source the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from parley.llmstore import GGUF_MAGIC, is_gguf
+
+DEFAULT_HF_ENDPOINT = "https://huggingface.co"
+PROGRESS_INTERVAL_S = 0.25  # on_progress is called at most this often (plus once at the end)
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_HF_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
+
+
+class DownloadError(Exception):
+    """The download did not finish: a network error or an HTTP error status. A `.part` may remain to resume.
+
+    `retryable` is False where trying again cannot help (the server said the file is not there or not
+    for us), so callers do not wait through retries for nothing.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True):
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class DownloadCanceled(DownloadError):
+    """`should_cancel` answered True; the `.part` is deleted."""
+
+
+class VerificationFailed(DownloadError):
+    """All bytes arrived but they are not the model asked for (not GGUF, wrong sha256); the `.part` is deleted."""
+
+
+class SourceError(ValueError):
+    """What the user gave as a model source is not one we can download; the message says why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A model source resolved to the URL to fetch and the file name it gets in the store."""
+
+    url: str
+    file_name: str
+    hub_name: str | None = None  # "owner/repo/path/file.gguf" when the user gave a Hugging Face name
+
+
+def hf_endpoint() -> str:
+    # Read at call time, not import time, so a test (or a mirror) can point HF_ENDPOINT elsewhere.
+    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+
+
+def safe_file_name(segment: str) -> str:
+    """The store file name for a URL's last path segment: letters, digits, `.`, `_` and `-` only.
+
+    The name is the model's id everywhere and a path component on disk, so anything else (`/`, `..`,
+    spaces, percent-escapes) is replaced; the `.gguf` extension is lower-cased because the store
+    lists `*.gguf` case-sensitively.
+    """
+    name = _UNSAFE_NAME_CHARS.sub("_", unquote(segment)).lstrip(".")
+    if name.lower().endswith(".gguf"):
+        name = name[: -len(".gguf")] + ".gguf"
+    if not name.endswith(".gguf") or name == ".gguf" or not name[: -len(".gguf")].strip("._-"):
+        raise SourceError(f"{segment!r} is not a usable .gguf file name")
+    return name
+
+
+def resolve_source(text: str) -> Source:
+    """An http(s) URL whose path ends in `.gguf`, or a Hugging Face name `owner/repo/path/file.gguf`.
+
+    A hub name becomes `{HF_ENDPOINT}/owner/repo/resolve/main/path/file.gguf`; a hub page URL
+    (`.../blob/main/...`) is turned into its download URL (`.../resolve/main/...`), since the page is HTML.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise SourceError("modelUrl is required: an http(s) URL of a .gguf file or a Hugging Face name "
+                          "owner/repo/file.gguf")
+    scheme = _SCHEME.match(text)
+    if scheme:
+        if scheme.group(1).lower() not in ("http", "https"):
+            raise SourceError(f"only http and https URLs can be downloaded, not {scheme.group(1).lower()}:")
+        return _resolve_url(text)
+    return _resolve_hub_name(text)
+
+
+def _resolve_url(text: str) -> Source:
+    parts = urlsplit(text)
+    if not parts.hostname:
+        raise SourceError(f"{text!r} is not a valid URL: it has no host")
+    path = parts.path
+    if not path.lower().endswith(".gguf"):
+        raise SourceError(f"the URL must point to a .gguf file; its path {path or '/'!r} does not end in .gguf")
+    hub_host = urlsplit(hf_endpoint()).hostname
+    if parts.hostname in ("huggingface.co", "hf.co", hub_host) and "/blob/" in path:
+        path = path.replace("/blob/", "/resolve/", 1)
+    url = urlunsplit((parts.scheme.lower(), parts.netloc, path, parts.query, ""))
+    return Source(url=url, file_name=safe_file_name(path.rsplit("/", 1)[-1]))
+
+
+def _resolve_hub_name(text: str) -> Source:
+    segments = text.split("/")
+    if len(segments) < 3 or not all(_HF_SEGMENT.match(s) for s in segments):
+        raise SourceError(f"{text!r} is neither an http(s) URL nor a Hugging Face name owner/repo/file.gguf")
+    if any(s in (".", "..") for s in segments):
+        raise SourceError(f"{text!r} is not a valid Hugging Face name")
+    if not text.lower().endswith(".gguf"):
+        raise SourceError(f"the Hugging Face name must end in .gguf (a file of the repository), got {text!r}")
+    owner, repo, *path = segments
+    url = f"{hf_endpoint()}/{owner}/{repo}/resolve/main/{'/'.join(path)}"
+    return Source(url=url, file_name=safe_file_name(segments[-1]), hub_name=text)
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_suffix(dest.suffix + ".part")
+
+
+@dataclasses.dataclass
+class _ProgressGate:
+    """Calls on_progress at most every `interval_s`, so a fast download does not flood the caller's database."""
+
+    callback: Callable[[int, int | None], None] | None
+    interval_s: float = PROGRESS_INTERVAL_S
+    last_at: float = 0.0
+
+    def __call__(self, completed: int, total: int | None, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.callback and (force or now - self.last_at >= self.interval_s):
+            self.last_at = now
+            self.callback(completed, total)
+
+
+def download(url: str, dest: Path, *, expected_sha256: str | None = None, headers: dict | None = None,
+             on_progress: Callable[[int, int | None], None] | None = None,
+             should_cancel: Callable[[], bool] | None = None, on_verifying: Callable[[], None] | None = None,
+             chunk_bytes: int = 1 << 20, timeout_s: float = 30) -> Path:
+    """Download `url` to `dest` and return `dest`.
+
+    expected_sha256: hex digest the file must have (default None: not checked).
+    headers: extra request headers, e.g. Authorization (default None).
+    on_progress(completed_bytes, total_bytes or None): at most every 0.25 s and once at the end (default None).
+    should_cancel(): asked between chunks; True stops with DownloadCanceled (default None: never).
+    on_verifying(): called once all bytes are there, before they are checked; it may raise
+        DownloadCanceled to stop even then (default None).
+    chunk_bytes: bytes read per step (default 1 MiB); a read blocks until it has them, so a caller that
+        wants prompt cancellation on a slow link passes less.
+    timeout_s: connect timeout and the longest silence between bytes (default 30).
+
+    Raises DownloadCanceled, VerificationFailed (both delete the `.part`) or DownloadError (keeps it).
+    """
+    import requests  # here, not at the top: the web tier imports this module for resolve_source() only
+
+    part = part_path(dest)
+    gate = _ProgressGate(on_progress)
+    restarted = False
+    while True:
+        have = part.stat().st_size if part.exists() else 0
+        # identity: the byte offsets of a Range request must be the file's, not a compressed stream's.
+        request_headers = {**(headers or {}), "Accept-Encoding": "identity"}
+        if have:
+            request_headers["Range"] = f"bytes={have}-"
+        try:
+            response = requests.get(url, headers=request_headers, stream=True, timeout=timeout_s)
+        except requests.RequestException as exc:
+            raise DownloadError(f"could not connect to {_host(url)}: {_reason(exc)}") from exc
+        with response:
+            if have and response.status_code == 416:
+                total = _content_range(response.headers.get("Content-Range"))[2]
+                if total == have:
+                    # The part is already complete: a crash hit between the last byte and the rename.
+                    hasher = _hash_existing(part) if expected_sha256 else None
+                    break
+                if restarted:
+                    raise DownloadError(f"{_host(url)} refused the byte range {have}- twice")
+                part.unlink(missing_ok=True)  # longer than the file: it is not the same file, start over
+                restarted = True
+                continue
+            if response.status_code not in (200, 206):
+                # 4xx (but timeouts and rate limits) will answer the same next time; 5xx may pass.
+                code = response.status_code
+                raise DownloadError(f"{_host(url)} answered HTTP {code} {response.reason or ''}".rstrip(),
+                                    retryable=not (400 <= code < 500) or code in (408, 425, 429))
+            if response.status_code == 206 and have:
+                start, _, total = _content_range(response.headers.get("Content-Range"))
+                if start != have:
+                    raise DownloadError(f"{_host(url)} sent bytes from {start} when {have} were asked for")
+            else:
+                # 200 to a Range request: the server cannot resume (or the file changed); start over.
+                have = 0
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+            # Hash as the bytes arrive; a resumed download first hashes what the earlier attempts wrote.
+            hasher = (_hash_existing(part) if have else hashlib.sha256()) if expected_sha256 else None
+            _receive(response, part, have=have, total=total, hasher=hasher, gate=gate,
+                     should_cancel=should_cancel, chunk_bytes=chunk_bytes, url=url)
+        break
+
+    completed = part.stat().st_size
+    gate(completed, total if total is not None else completed, force=True)
+    if should_cancel and should_cancel():
+        part.unlink(missing_ok=True)
+        raise DownloadCanceled("the download was canceled")
+    if on_verifying:
+        try:
+            on_verifying()
+        except DownloadCanceled:
+            part.unlink(missing_ok=True)
+            raise
+    _verify(part, dest, expected_sha256, hasher)
+    os.replace(part, dest)  # same directory, so atomic: the store never shows a partial file
+    return dest
+
+
+def _receive(response, part: Path, *, have: int, total: int | None, hasher, gate: _ProgressGate,
+             should_cancel: Callable[[], bool] | None, chunk_bytes: int, url: str) -> None:
+    import requests
+
+    completed = have
+    head = _read_head(part, len(GGUF_MAGIC)) if have else b""
+    with open(part, "ab" if have else "wb") as fh:
+        try:
+            for chunk in response.iter_content(chunk_size=chunk_bytes):
+                if should_cancel and should_cancel():
+                    fh.close()
+                    part.unlink(missing_ok=True)
+                    raise DownloadCanceled("the download was canceled")
+                if not chunk:
+                    continue
+                if len(head) < len(GGUF_MAGIC):
+                    # Fail fast on an error page or a wrong file instead of downloading all of it first.
+                    head += chunk[: len(GGUF_MAGIC) - len(head)]
+                    if len(head) == len(GGUF_MAGIC) and head != GGUF_MAGIC:
+                        fh.close()
+                        part.unlink(missing_ok=True)
+                        raise VerificationFailed(_not_gguf_message(head))
+                fh.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+                completed += len(chunk)
+                gate(completed, total)
+        except requests.RequestException as exc:
+            raise DownloadError(f"the connection to {_host(url)} broke after {completed} bytes: {_reason(exc)}") \
+                from exc
+        finally:
+            if not fh.closed:
+                fh.flush()
+                os.fsync(fh.fileno())  # what is counted as received must survive a crash, for the resume
+    if total is not None and completed < total:
+        raise DownloadError(f"the connection to {_host(url)} closed after {completed} of {total} bytes")
+    if total is not None and completed > total:
+        part.unlink(missing_ok=True)  # not the file that was announced; resuming it would be wrong
+        raise DownloadError(f"{_host(url)} sent {completed} bytes where it announced {total}")
+
+
+def _verify(part: Path, dest: Path, expected_sha256: str | None, hasher) -> None:
+    if not is_gguf(part):
+        head = _read_head(part, 8)
+        part.unlink(missing_ok=True)
+        raise VerificationFailed(_not_gguf_message(head))
+    if expected_sha256:
+        digest = hasher.hexdigest()
+        if digest != expected_sha256.lower():
+            part.unlink(missing_ok=True)
+            raise VerificationFailed(f"sha256 mismatch for {dest.name}: expected {expected_sha256.lower()}, "
+                                     f"got {digest}")
+
+
+def _hash_existing(path: Path):
+    hasher = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            hasher.update(block)
+    return hasher
+
+
+def _read_head(part: Path, n: int) -> bytes:
+    with open(part, "rb") as fh:
+        return fh.read(n)
+
+
+def _not_gguf_message(head: bytes) -> str:
+    return f"the downloaded file is not a GGUF file (it starts with {head[:8]!r}, not {GGUF_MAGIC!r})"
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    match = _CONTENT_RANGE.match((value or "").strip())
+    if not match:
+        return None, None, None
+    start, end, total = match.groups()
+    return (int(start) if start else None, int(end) if end else None, int(total) if total and total != "*" else None)
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).netloc.rsplit("@", 1)[-1] or url  # never echo credentials embedded in the URL
+
+
+def _reason(exc: Exception) -> str:
+    return type(exc).__name__ + (f" ({exc})" if str(exc) and len(str(exc)) < 200 else "")
