@@ -143,7 +143,9 @@ def test_stop_cancels_generation_and_keeps_the_partial_answer(llm_stack):
         return messages[1] if len(messages) == 2 else None
     ai = wait_until(ai_message, timeout=30, what="partial answer stored")
     assert ai["status"] == "cancelled" and ai["text"] and ai["completionTokens"] < 160
-    assert ai["duration"] / 1000 < time.time() - stopped_at + 10
+    # Stored the moment the worker saw the stop: the issue asks for "within a second"; 2 s leaves room
+    # for a busy two-core test machine.
+    assert ai["timestamp"] / 1000 - stopped_at < 2.0, ai["timestamp"] / 1000 - stopped_at
     # The worker is free again: the next message is answered (the model reloads lazily if it was unloaded).
     assert llm_stack.post("/api/llm/unload").status_code == 200
     assert llm_stack.get("/api/llm/status").json()["loaded"] is True

@@ -202,7 +202,7 @@ class RemoteEngine:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout_s = timeout_s
-        self.key = ("remote", self.base_url, model)
+        self.key = remote_key(base_url, model, token)
         self.context_size = None
 
     def _url(self, path: str) -> str:
@@ -258,13 +258,22 @@ class RemoteEngine:
         finally:
             response.close()  # closing the connection is how a remote server learns to stop
         reply.duration_ms = int((time.monotonic() - started) * 1000)
-        reply.prompt_tokens = usage.get("prompt_tokens")
+        # Servers that ignore stream_options (llama.cpp's among them) send no usage: estimate it.
+        reply.prompt_tokens = usage.get("prompt_tokens") or sum(self.count_tokens(m["content"]) for m in messages)
         reply.completion_tokens = usage.get("completion_tokens") or self.count_tokens(reply.stored_text)
         reply.thinking_tokens = self.count_tokens(reply.thinking) if reply.thinking else 0
         return reply
 
     def close(self) -> None:
         self.session.close()
+
+
+def remote_key(base_url: str, model: str, token: str | None) -> tuple:
+    # The token is part of the key (as a digest), so a changed token takes effect on the next request.
+    import hashlib
+
+    digest = hashlib.sha256(token.encode()).hexdigest() if token else None
+    return ("remote", base_url.rstrip("/"), model, digest)
 
 
 # --- the engine this worker process holds ---------------------------------------------------------
@@ -277,7 +286,7 @@ def engine_for(settings: Settings, config) -> LocalEngine | RemoteEngine:
     global _engine
     with _engine_lock:
         if config.base_url:
-            key = ("remote", config.base_url.rstrip("/"), config.active_model)
+            key = remote_key(config.base_url, config.active_model, config.api_token)
             if _engine is None or _engine.key != key:
                 unload()
                 _engine = RemoteEngine(config.base_url, model=config.active_model, token=config.api_token)

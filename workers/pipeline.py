@@ -10,7 +10,7 @@ from pathlib import Path
 import peewee
 
 from models import Job, Paragraph, Segment, Session, db
-from parley import events, modelstore, sessions
+from parley import events, modelstore, sessions, usage
 from parley.config import Settings, get_settings
 from parley.media import MediaError
 from workers import asr, turns
@@ -209,6 +209,8 @@ def _complete(job: Job) -> None:
                                      message="Transcription completed", finished_at=time.time())
         if job.session_id:
             sessions.finish_transcription(job)
+        if job.kind == "transcribe":
+            usage.record_whisper(model=job.model_name, audio_seconds=job.audio_duration)
     events.publish(event)
 
 
