@@ -93,3 +93,18 @@ def test_segments_split_where_the_speaker_changes():
     same = regroup(segments, pieces, [("SPEAKER_1", 0.5), ("SPEAKER_1", 1.0), ("SPEAKER_2", 1.0)])
     assert same[0]["text"] == "Hello there. Hi, how are you?" and len(same) == 2
     assert abs(same[0]["speaker_confidence"] - (0.5 * 1.0 + 1.0 * 1.4) / 2.4) < 1e-9
+
+
+def test_think_blocks_are_split_across_chunk_boundaries():
+    from workers.llm import Reply, ThinkSplitter
+
+    splitter = ThinkSplitter()
+    pieces = []
+    for chunk in ["Hm <th", "ink>let me", " see</thi", "nk>The answer", " is 4.<", "/b>"]:
+        pieces += splitter.feed(chunk)
+    pieces += splitter.flush()
+    thinking = "".join(p.text for p in pieces if p.thinking)
+    content = "".join(p.text for p in pieces if not p.thinking)
+    assert thinking == "let me see" and content == "Hm The answer is 4.</b>"
+    assert Reply(content="ok", thinking="hmm").stored_text == "<think>hmm</think>ok"
+    assert Reply(content="ok").stored_text == "ok"
