@@ -10,35 +10,19 @@ from flask import Flask
 from web.docs import docs_bp
 from web.openapi import openapi_document
 
-EXPECTED_OPERATIONS = {
-    ("/health", "get"),
-    ("/", "get"),
-    ("/api/transcribe/models", "get"),
-    ("/api/transcribe/", "post"),
-    ("/api/transcribe/jobs", "get"),
-    ("/api/transcribe/status/{job_id}", "get"),
-    ("/api/transcribe/result/{job_id}", "get"),
-    ("/api/transcribe/live/{job_id}", "get"),
-    ("/api/transcribe/events/{job_id}", "get"),
-    ("/api/transcribe/debug/{job_id}", "get"),
-    ("/api/retranslate/segment", "post"),
-    ("/api/retranslate/segment-from-full", "post"),
-    ("/api/openapi.json", "get"),
-    ("/api/docs", "get"),
-    ("/api/schema", "get"),
-    ("/api/sessions", "get"),
-    ("/api/sessions/upload", "post"),
-    ("/api/sessions/{session_id}", "get"),
-    ("/api/sessions/{session_id}", "delete"),
-    ("/api/sessions/{session_id}/metadata", "put"),
-    ("/api/sessions/{session_id}/transcript", "get"),
-    ("/api/sessions/{session_id}/transcript", "patch"),
-    ("/api/sessions/{session_id}/transcript/{paragraph_index}", "delete"),
-    ("/api/sessions/{session_id}/transcript/{paragraph_index}/speaker", "patch"),
-    ("/api/sessions/{session_id}/speakers", "patch"),
-    ("/api/sessions/{session_id}/audio", "get"),
-    ("/api/sessions/{session_id}/audio", "delete"),
-    ("/api/transcription/status/{job_id}", "get"),
+# The API areas (tags) of the document, each with one operation it must hold. The exhaustive check, every
+# route against every documented operation, is test_every_route_of_the_real_app_is_documented.
+API_AREAS = {
+    "meta": ("/health", "get"),
+    "transcribe": ("/api/transcribe/", "post"),
+    "retranslate": ("/api/retranslate/segment", "post"),
+    "sessions": ("/api/sessions/upload", "post"),
+    "templates": ("/api/templates", "get"),
+    "usage": ("/api/usage/stats", "get"),
+    "llm": ("/api/llm/status", "get"),
+    "chats": ("/api/sessions/{session_id}/chats/{chat_id}/messages", "post"),
+    "summary": ("/api/summary/", "post"),
+    "docs": ("/api/openapi.json", "get"),
 }
 
 
@@ -64,10 +48,20 @@ def test_openapi_json_is_valid(client):
 
 
 def test_every_endpoint_is_documented(client):
+    """Each API area is a tag holding its operations; every operation belongs to exactly one known area."""
     doc = client.get("/api/openapi.json").get_json()
-    operations = {(path, method) for path, item in doc["paths"].items() for method in item}
-    assert operations == EXPECTED_OPERATIONS
-    assert {tag["name"] for tag in doc["tags"]} == {"meta", "transcribe", "retranslate", "sessions", "docs"}
+    assert {tag["name"] for tag in doc["tags"]} == set(API_AREAS)
+    areas_used = set()
+    operation_ids = []
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            assert len(op["tags"]) == 1 and op["tags"][0] in API_AREAS, (path, method)
+            areas_used.add(op["tags"][0])
+            operation_ids.append(op["operationId"])
+    assert areas_used == set(API_AREAS)
+    assert len(operation_ids) == len(set(operation_ids)), "operationIds must be unique"
+    for area, (path, method) in API_AREAS.items():
+        assert doc["paths"][path][method]["tags"] == [area], (area, path, method)
 
 
 def test_refs_resolve_and_responses_carry_standard_headers():
@@ -90,7 +84,8 @@ def test_refs_resolve_and_responses_carry_standard_headers():
                 walk(value)
 
     walk(doc)
-    assert {"Error", "JobStatus", "Transcript", "Segment", "RetranslateResult"} <= set(schemas)
+    assert {"Error", "JobStatus", "Transcript", "Segment", "RetranslateResult", "LlmStatus", "Message",
+            "ContextUsage", "ChatStreamEvent", "SummaryResult"} <= set(schemas)
     assert set(headers) == {"X-Request-ID", "X-Process-Time-Ms"}
     for path, item in doc["paths"].items():
         for method, op in item.items():
@@ -128,28 +123,87 @@ def test_schema_redirects_to_docs(client):
     assert resp.headers["Location"].endswith("/api/docs")
 
 
-def test_every_route_of_the_real_app_is_documented(tmp_path, monkeypatch):
-    """Walks the URL map of the app Parley serves, so a new route cannot be left out of the document."""
-    import re
-
+def _real_app(tmp_path, monkeypatch):
     monkeypatch.setenv("PARLEY_DATA_DIR", str(tmp_path))
     from parley.config import get_settings
     from web import create_app
 
     get_settings.cache_clear()
     try:
-        app = create_app()
+        return create_app()
     finally:
         get_settings.cache_clear()
-    documented = set(app.test_client().get("/api/openapi.json").get_json()["paths"])
-    undocumented = []
+
+
+def test_every_route_of_the_real_app_is_documented(tmp_path, monkeypatch):
+    """Walks the URL map of the app Parley serves: every route and method is documented, and nothing else is."""
+    app = _real_app(tmp_path, monkeypatch)
+    doc = app.test_client().get("/api/openapi.json").get_json()
+
+    def norm(path: str) -> str:  # the app does not enforce trailing slashes (strict_slashes is off)
+        return path.rstrip("/") or "/"
+
+    served = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint == "static" or rule.rule.startswith("/api/docs/static"):
             continue
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
-        if path not in documented and path.rstrip("/") not in {p.rstrip("/") for p in documented}:
-            undocumented.append(rule.rule)
-    assert undocumented == []
+        served |= {(norm(path), method.lower()) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    documented = {(norm(path), method) for path, item in doc["paths"].items() for method in item}
+    assert sorted(served - documented) == [], "routes missing from the OpenAPI document"
+    assert sorted(documented - served) == [], "documented operations the app does not serve"
+
+
+def test_llm_and_chat_answers_match_their_schemas(tmp_path, monkeypatch):
+    """The fields the real handlers answer are those the document lists (extensions included)."""
+    app = _real_app(tmp_path, monkeypatch)
+    schemas = openapi_document()["components"]["schemas"]
+    client = app.test_client()
+
+    status = client.get("/api/llm/status")
+    assert status.status_code == 200
+    assert set(status.get_json()) == set(schemas["LlmStatus"]["properties"])
+    assert {"residentModels", "loadState", "loadError"} <= set(schemas["LlmStatus"]["required"])
+
+    created = client.post("/api/chats")
+    assert created.status_code == 201
+    meta = created.get_json()
+    assert set(meta) == set(schemas["StandaloneChatMeta"]["properties"])
+    detail = client.get(f"/api/chats/{meta['id']}").get_json()
+    assert set(detail) == set(schemas["StandaloneChatMeta"]["properties"]) | {"messages"}
+    assert client.get("/api/chats/x").status_code == 400
+    assert client.post("/api/sessions/999/chats").status_code == 404
+    assert client.get("/api/summary/status/nope").status_code == 404
+
+
+def test_chats_and_summary_document_match_the_handlers():
+    from models import Message
+    from parley import chat_context, llm_config
+    from web import chats, openapi, summary
+
+    assert openapi.CHAT_MESSAGE_MAX == chats.MAX_MESSAGE_CHARS
+    assert openapi.CHAT_NAME_MAX == chats.MAX_NAME_CHARS
+    assert (openapi.CHAT_TAGS_MAX, openapi.CHAT_TAG_MAX) == (chats.MAX_TAGS, chats.MAX_TAG_CHARS)
+    assert openapi.RESERVED_OUTPUT_TOKENS == chat_context.RESERVED_OUTPUT_TOKENS
+    assert openapi.LOCAL_BASE_URL == llm_config.LOCAL_BASE_URL
+    assert tuple(openapi.SUMMARY_FORMATS) == summary.FORMATS
+    assert tuple(openapi.CHAT_ROLES) == summary.ROLES
+
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    message = Message(id=1, chat=2, sender="user", text="hi", timestamp_ms=0)
+    assert set(chats.message_dict(message)) == set(schemas["Message"]["properties"])
+    assert schemas["Message"]["properties"]["status"]["enum"] == openapi.MESSAGE_STATES
+    assert set(openapi.CHAT_STREAM_SCHEMAS) == {
+        key for name in openapi.CHAT_STREAM_SCHEMAS.values() for key in schemas[name]["required"]
+    }
+    for path in ("/api/sessions/{session_id}/chats/{chat_id}/messages", "/api/chats/{chat_id}/messages"):
+        ok = doc["paths"][path]["post"]["responses"]["200"]
+        assert list(ok["content"]) == ["text/event-stream"], path
+        assert "X-User-Message-Id" in ok["headers"], path
+    for path in ("/api/sessions/{session_id}/chats/{chat_id}/context-usage", "/api/chats/{chat_id}/context-usage"):
+        params = {p["name"] for p in doc["paths"][path]["get"]["parameters"] if p["in"] == "query"}
+        assert params == {"inputDraft", "reservedOutputTokens"}, path
 
 
 def test_sessions_document_matches_the_handlers():
@@ -167,6 +221,6 @@ def test_sessions_document_matches_the_handlers():
     for path, item in doc["paths"].items():
         for op in item.values():
             for param in op.get("parameters", []):
-                if param["in"] == "path" and param["name"] in ("session_id", "paragraph_index"):
+                if param["in"] == "path" and param["name"] in ("session_id", "paragraph_index", "chat_id"):
                     assert param["schema"]["pattern"] == "^[0-9]+$", (path, param["name"])
                     assert "400" in op["responses"], path

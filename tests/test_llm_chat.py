@@ -153,15 +153,20 @@ def test_stop_cancels_generation_and_keeps_the_partial_answer(llm_stack):
     assert status == 200 and events[-1].get("done") is True
 
 
-def test_chat_reply_streams_while_a_transcription_runs(llm_stack):
-    job_id = llm_stack.upload(AUDIO / "long_two_speakers.mp3", diarize="true").json()["job_id"]
+def test_chat_reply_streams_while_a_transcription_runs(llm_stack, tmp_path):
+    # Nine minutes of speech: far longer to transcribe than a short reply takes, even on two busy cores.
+    import subprocess
+    long_audio = tmp_path / "nine_minutes.mp3"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-stream_loop", "2", "-i",
+                    str(AUDIO / "long_two_speakers.mp3"), "-c", "copy", str(long_audio)], check=True)
+    job_id = llm_stack.upload(long_audio, diarize="false").json()["job_id"]
     wait_until(lambda: llm_stack.get(f"/api/transcribe/status/{job_id}").json()["status"] == "processing",
                timeout=60, what="transcription started")
     chat = llm_stack.post("/api/chats").json()
     status, _, _, events = post_message(llm_stack, f"/api/chats/{chat['id']}/messages", "Say hello.")
     replied_at = time.time()
     assert status == 200 and events[-1].get("done") is True
-    assert llm_stack.wait_job(job_id)["status"] == "completed"
+    assert llm_stack.wait_job(job_id, timeout=600)["status"] == "completed"
     # The whole reply streamed before the transcription was done: it did not queue behind it.
     assert llm_stack.get(f"/api/transcribe/debug/{job_id}").json()["finished_at"] > replied_at
 
