@@ -248,5 +248,42 @@ class UsageLog(BaseModel):
     timestamp_ms = peewee.BigIntegerField(index=True)
 
 
+class AnalysisJob(BaseModel):
+    """A question asked across many sessions, answered map-reduce style on the `llm` queue."""
+
+    original_prompt = peewee.TextField()
+    short_prompt = peewee.TextField()
+    status = peewee.TextField(default="pending")  # generating_strategy, pending, mapping, reducing, completed, failed, canceling, canceled
+    final_result = peewee.TextField(null=True)
+    error_message = peewee.TextField(null=True)
+    created_at_ms = peewee.BigIntegerField()
+    completed_at_ms = peewee.BigIntegerField(null=True)
+    use_advanced_strategy = peewee.BooleanField(default=False)
+    strategy_json = peewee.TextField(null=True)
+    # The LLM settings as they were when the job was created: the worker honours these, not later changes.
+    model_name = peewee.TextField(null=True)
+    context_size = peewee.IntegerField(null=True)
+    llm_base_url = peewee.TextField(null=True)
+    temperature = peewee.FloatField(null=True)
+    top_p = peewee.FloatField(null=True)
+    repeat_penalty = peewee.FloatField(null=True)
+    num_gpu_layers = peewee.IntegerField(null=True)
+    thinking_budget = peewee.IntegerField(null=True)
+    map_phase_system_prompt = peewee.TextField(null=True)
+
+
+class AnalysisSummary(BaseModel):
+    """One session's answer to the job's per-session question (the map step), stored as it finishes."""
+
+    analysis_job = peewee.ForeignKeyField(AnalysisJob, backref="summaries", on_delete="CASCADE")
+    session = peewee.ForeignKeyField(Session, backref="analysis_summaries", on_delete="CASCADE")
+    summary_text = peewee.TextField(null=True)
+    status = peewee.TextField(default="pending")  # pending, processing, completed, failed
+    error_message = peewee.TextField(null=True)
+    prompt_tokens = peewee.IntegerField(null=True)
+    completion_tokens = peewee.IntegerField(null=True)
+    duration_ms = peewee.IntegerField(null=True)
+
+
 ALL_TABLES = [Session, Job, Segment, JobEvent, Paragraph, Chat, Message, Template, LlmSettings, LlmJob, ModelPull,
-              UsageLog]
+              UsageLog, AnalysisJob, AnalysisSummary]

@@ -269,7 +269,8 @@ def llm_stack(tmp_path_factory, redis_server, llm_ready):
     """Web, a speech worker and an LLM worker, with the Gemma model active."""
     with running_stack(tmp_path_factory.mktemp("llm"), redis_server, workers=[("asr", "asr"), ("llm", "llm")],
                        PARLEY_LLM_THREADS="2", PARLEY_LLM_DEFAULT_CONTEXT="4096", PARLEY_CHAT_WAIT_S="120",
-                       PARLEY_CHAT_MAX_TOKENS="160") as s:
+                       PARLEY_CHAT_MAX_TOKENS="160", PARLEY_ANALYSIS_MAP_TOKENS="48",
+                       PARLEY_ANALYSIS_REDUCE_TOKENS="64") as s:
         answer = s.post("/api/llm/set-model", json={"modelName": GEMMA, "contextSize": None})
         assert answer.status_code == 200, answer.text
         wait_until(lambda: s.get("/api/llm/status").json()["loadState"] == "completed", timeout=120,

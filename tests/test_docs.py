@@ -23,6 +23,7 @@ API_AREAS = {
     "chats": ("/api/sessions/{session_id}/chats/{chat_id}/messages", "post"),
     "summary": ("/api/summary/", "post"),
     "docs": ("/api/openapi.json", "get"),
+    "search": ("/api/search", "get"),
 }
 
 

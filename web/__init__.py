@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
     from parley.redisconn import client as redis_client
     from parley.templates import ensure_system_templates
+    from web.analysis import analysis_bp
     from web.chats import chats_bp
     from web.docs import docs_bp
     from web.errors import register_error_handlers
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.meta import meta_bp
     from web.model_pulls import model_pulls_bp
     from web.retranslate import retranslate_bp
+    from web.search import search_bp
     from web.sessions import sessions_bp
     from web.streams import EventHub
     from web.summary import summary_bp
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["parley_redis"] = redis_client(settings.redis_url)
 
     for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp, templates_bp, usage_bp,
-                      model_pulls_bp, llm_bp, chats_bp, summary_bp):
+                      model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp):
         app.register_blueprint(blueprint)
     sock.init_app(app)
     register_error_handlers(app)

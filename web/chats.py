@@ -10,7 +10,7 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from models import Chat, LlmJob, Message, db
-from parley import llm_config, llmstore
+from parley import llm_config, llmstore, search
 from parley.chat_context import RESERVED_OUTPUT_TOKENS
 from parley.sessions import now_ms
 from parley.templates import get_template_text
@@ -144,6 +144,7 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
             user.delete_instance()
 
     enqueue(generate, job, cleanup=undo)
+    search.request_index_chat(chat.id)  # the user's message
     first_usage = context_usage(chat)
     conn: redis.Redis = current_app.extensions["parley_redis"]
     events = hub()
@@ -253,6 +254,7 @@ def rename_session_chat(session_id: str, chat_id: str):
         raise bad_request("name must be a non-empty string or null")
     chat.name = _name(body["name"])
     chat.save(only=[Chat.name])
+    search.request_index_chat(chat.id)
     return jsonify(chat_meta(chat))
 
 
@@ -260,6 +262,7 @@ def rename_session_chat(session_id: str, chat_id: str):
 def delete_session_chat(session_id: str, chat_id: str):
     chat = session_chat_or_404(session_id, chat_id)
     chat.delete_instance()
+    search.request_remove_chat(chat.id)
     return jsonify(message=f"Chat {chat.id} deleted successfully.")
 
 
@@ -305,6 +308,7 @@ def chat_details(chat_id: str):
     chat.name = _name(body.get("name"))
     chat.tags = tags or None
     chat.save(only=[Chat.name, Chat.tags])
+    search.request_index_chat(chat.id)
     return jsonify(chat_meta(chat))
 
 
@@ -312,4 +316,5 @@ def chat_details(chat_id: str):
 def delete_chat(chat_id: str):
     chat = standalone_chat_or_404(chat_id)
     chat.delete_instance()
+    search.request_remove_chat(chat.id)
     return jsonify(message=f"Chat {chat.id} deleted successfully.")

@@ -2414,6 +2414,7 @@ TAGS = [
     {"name": "summary", "description": "Summaries of and questions about transcripts, answered by the language model"},
     {"name": "docs", "description": "This API description and its viewer"},
 ]
+TAGS.append({"name": "search", "description": "Full-text search over transcripts and chats, and rebuilding its index"})
 
 
 def openapi_document(*, server_url: str | None = None) -> dict:
@@ -2427,6 +2428,9 @@ def openapi_document(*, server_url: str | None = None) -> dict:
                  _usage_paths(), _model_pulls_paths(), _llm_paths(), _chats_paths(), _summary_paths(),
                  _docs_paths()):
         paths.update(part)
+    from web.openapi_search import search_paths
+
+    paths.update(search_paths())
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {

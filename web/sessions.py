@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from jobs.middleware import alive_workers
 from models import Chat, Job, Paragraph, Session, db
-from parley import formats
+from parley import formats, search
 from parley.sessions import delete_session, live_paragraphs, refresh_token_count
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import receive_audio, settings, start_transcription
@@ -187,6 +187,7 @@ def update_metadata(session_id: str):
                           "therapy, fileName, showSpeakers")
     if changes:
         Session.update(**changes).where(Session.id == session.id).execute()
+        search.request_index_session(session.id)
     return jsonify(session_meta(Session.get_by_id(session.id)))
 
 
@@ -194,6 +195,7 @@ def update_metadata(session_id: str):
 def remove_session(session_id: str):
     session = session_or_404(session_id)
     delete_session(session, settings().audio_dir)
+    search.request_remove_session(session.id)
     return jsonify(message=f"Session {session.id} and associated data deleted successfully.")
 
 
@@ -257,6 +259,7 @@ def edit_paragraph(session_id: str):
             paragraph.text, paragraph.edited = text, True
             paragraph.save(only=[Paragraph.text, Paragraph.edited])
             refresh_token_count(session)
+        search.request_index_session(session.id)
     return transcript_response(session)
 
 
@@ -271,6 +274,7 @@ def delete_paragraph(session_id: str, paragraph_index: str):
         paragraph.text, paragraph.deleted = "", True
         paragraph.save(only=[Paragraph.text, Paragraph.deleted])
         refresh_token_count(session)
+    search.request_index_session(session.id)
     return transcript_response(session)
 
 
@@ -285,6 +289,7 @@ def set_paragraph_speaker(session_id: str, paragraph_index: str):
         paragraph.speaker, paragraph.edited = speaker, True
         paragraph.save(only=[Paragraph.speaker, Paragraph.edited])
         refresh_token_count(session)
+    search.request_index_session(session.id)
     return jsonify(message=f"Speaker updated for paragraph {index} in session {session.id}.")
 
 
@@ -316,6 +321,7 @@ def rename_speakers(session_id: str):
             refresh_token_count(session)
     if not changed:
         return jsonify(message="No changes needed.")
+    search.request_index_session(session.id)
     return jsonify(message=f"Speaker labels updated for session {session.id}.")
 
 

@@ -8,7 +8,7 @@ import os
 import time
 
 from models import Chat, LlmJob, Message, db
-from parley import events, llm_config, usage
+from parley import events, llm_config, search, usage
 from parley.chat_context import assemble
 from parley.config import Settings, get_settings
 from parley.redisconn import client
@@ -108,6 +108,8 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
         usage.record_llm(source=job.params.get("source", "session_chat"), model=row.active_model,
                          prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                          duration_ms=reply.duration_ms)
+    if message is not None:
+        search.request_index_chat(chat.id)  # the AI's message, committed
     if empty and not reply.cancelled:
         publish("error", error=EMPTY_REPLY)
     publish("done", promptTokens=reply.prompt_tokens, completionTokens=reply.completion_tokens if not empty else 0,

@@ -10,7 +10,7 @@ from pathlib import Path
 import peewee
 
 from models import Job, Paragraph, Segment, Session, db
-from parley import events, modelstore, sessions, usage
+from parley import events, modelstore, search, sessions, usage
 from parley.config import Settings, get_settings
 from parley.media import MediaError
 from workers import asr, turns
@@ -212,6 +212,8 @@ def _complete(job: Job) -> None:
         if job.kind == "transcribe":
             usage.record_whisper(model=job.model_name, audio_seconds=job.audio_duration)
     events.publish(event)
+    if job.session_id:
+        search.request_index_session(job.session_id)  # committed: the new transcript and its greeting chat
 
 
 def _retranscribe(job: Job, settings: Settings) -> None:

@@ -1,0 +1,250 @@
+"""The database search backend: SQLite FTS5, or PostgreSQL full text when DATABASE_URL is PostgreSQL.
+
+Tables come from migrations/0004_search.py. Every update replaces all documents of one session or one
+chat in one transaction, under a lock for that key (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction
+advisory lock), so two workers indexing the same session cannot leave a mix of old and new rows.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from contextlib import contextmanager
+
+import peewee
+
+from models.db import db
+from parley import search as s
+
+BM25_WEIGHTS = (1.0, 0.4)  # text, meta
+HEADLINE_OPTIONS = (f"StartSel={s.MARK_OPEN}, StopSel={s.MARK_CLOSE}, MaxFragments=2, MaxWords=35, MinWords=12, "
+                    'FragmentDelimiter=" ... "')
+LOCK_BASE = 7_460_500
+LT, GT = "\ue002", "\ue003"  # stand-ins for < and > while PostgreSQL builds a headline
+
+
+class SearchDocument(peewee.Model):
+    doc_key = peewee.TextField(unique=True)
+    type = peewee.TextField()
+    session_id = peewee.BigIntegerField(null=True)
+    chat_id = peewee.BigIntegerField(null=True)
+    sender = peewee.TextField(null=True)
+    speaker = peewee.TextField(null=True)
+    timestamp = peewee.BigIntegerField(default=0)
+    client_name = peewee.TextField(null=True)
+    session_name = peewee.TextField(null=True)
+    tags = peewee.TextField(null=True)
+    text = peewee.TextField(default="")
+    meta = peewee.TextField(default="")
+
+    class Meta:
+        database = db
+        table_name = "search_document"
+
+
+def is_postgres() -> bool:
+    return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+# --- query translation ----------------------------------------------------------------------------
+def fts5_expression(query: s.Query) -> str:
+    """The FTS5 MATCH expression: every word a quoted string, so no user input is FTS5 syntax."""
+    def term(t: s.Term) -> str:
+        quoted = '"' + " ".join(t.words) + '"'
+        return quoted + (" *" if t.prefix else "")
+
+    expr = " AND ".join(term(t) for t in query.positive)
+    for t in query.negative:
+        expr = f"({expr}) NOT {term(t)}"
+    return expr
+
+
+def tsquery_expression(query: s.Query) -> str:
+    """A to_tsquery('english', …) input: quoted lexemes, `:*` prefixes, `<->` phrases, `!` exclusions.
+
+    Words are \\w+ runs, so they hold no quote, backslash or operator character.
+    """
+    def term(t: s.Term) -> str:
+        parts = [f"'{w}'" for w in t.words]
+        if t.prefix:
+            parts[-1] += ":*"
+        body = " <-> ".join(parts)
+        body = f"({body})" if len(parts) > 1 else body
+        return f"!{body}" if t.negated else body
+
+    return " & ".join(term(t) for t in query.terms)
+
+
+# --- the backend ----------------------------------------------------------------------------------
+class DatabaseBackend(s.Backend):
+    name = "database"
+
+    # writing
+    @contextmanager
+    def _transaction(self, key: str):
+        if is_postgres():
+            with db.atomic():
+                db.execute_sql("SELECT pg_advisory_xact_lock(%s, %s)",
+                               (LOCK_BASE, zlib.crc32(key.encode()) & 0x7FFFFFFF))
+                yield
+        else:
+            with db.atomic("IMMEDIATE"):
+                yield
+
+    def _replace(self, key: str, where, load) -> list[dict]:
+        """Replace the documents matching `where` with `load()`'s (read under the lock, so never stale)."""
+        with self._transaction(key):
+            docs = load() if load else None
+            self._delete(where)
+            for doc in docs or []:
+                self._insert(doc)
+        return docs or []
+
+    def _delete(self, where) -> None:
+        if not is_postgres():
+            ids = SearchDocument.select(SearchDocument.id).where(where)
+            db.execute_sql(f"DELETE FROM search_fts WHERE rowid IN ({_sql(ids)})", _params(ids))
+        SearchDocument.delete().where(where).execute()
+
+    def _insert(self, doc: dict) -> None:
+        row = SearchDocument.create(
+            doc_key=doc["id"], type=doc["type"], session_id=doc.get("sessionId"), chat_id=doc.get("chatId"),
+            sender=doc.get("sender"), speaker=doc.get("speaker"), timestamp=doc.get("timestamp") or 0,
+            client_name=doc.get("clientName"), session_name=doc.get("sessionName"),
+            tags=json.dumps(doc["tags"]) if doc.get("tags") else None, text=doc["text"], meta=doc.get("meta", ""))
+        if not is_postgres():
+            db.execute_sql("INSERT INTO search_fts (rowid, text, meta) VALUES (?, ?, ?)",
+                           (row.id, doc["text"], doc.get("meta", "")))
+
+    def index_session(self, session_id: int) -> int:
+        with db.connection_context():
+            # The session's transcript and its chats' messages (their client name comes from the session).
+            return len(self._replace(f"session:{session_id}", SearchDocument.session_id == session_id,
+                                     lambda: s.session_documents(session_id)))
+
+    def index_chat(self, chat_id: int) -> int:
+        with db.connection_context():
+            return len(self._replace(f"chat:{chat_id}", (SearchDocument.chat_id == chat_id)
+                                     & (SearchDocument.type == "chat"), lambda: s.chat_documents(chat_id)))
+
+    def remove_session(self, session_id: int) -> None:
+        with db.connection_context():
+            self._replace(f"session:{session_id}", SearchDocument.session_id == session_id, None)
+
+    def remove_chat(self, chat_id: int) -> None:
+        with db.connection_context():
+            self._replace(f"chat:{chat_id}", (SearchDocument.chat_id == chat_id) & (SearchDocument.type == "chat"),
+                          None)
+
+    def rebuild(self) -> dict:
+        counts = {"transcriptsIndexed": 0, "messagesIndexed": 0, "errors": []}
+        with db.connection_context():
+            with db.atomic():
+                if not is_postgres():
+                    db.execute_sql("DELETE FROM search_fts")
+                SearchDocument.delete().execute()
+            work = [("session", i) for i in s.all_session_ids()] + [("chat", i) for i in s.standalone_chat_ids()]
+            for kind, ident in work:
+                try:
+                    load = ((lambda i=ident: s.session_documents(i)) if kind == "session"
+                            else (lambda i=ident: s.chat_documents(i)))
+                    key_where = (SearchDocument.session_id == ident if kind == "session"
+                                 else (SearchDocument.chat_id == ident) & (SearchDocument.type == "chat"))
+                    docs = self._replace(f"{kind}:{ident}", key_where, load)
+                except Exception as exc:  # noqa: BLE001  (reported to the caller, the rest goes on)
+                    counts["errors"].append(f"{kind} {ident}: {type(exc).__name__}: {exc}")
+                    continue
+                for doc in docs or []:
+                    counts["transcriptsIndexed" if doc["type"] == "transcript" else "messagesIndexed"] += 1
+        return counts
+
+    # reading
+    def _filters(self, client_name: str | None, search_type: str, alias: str = "d"):
+        clauses, params = [], []
+        if client_name:
+            clauses.append(f"{alias}.client_name = {self._ph()}")
+            params.append(client_name)
+        if search_type in ("chat", "transcript"):
+            clauses.append(f"{alias}.type = {self._ph()}")
+            params.append(search_type)
+        return clauses, params
+
+    @staticmethod
+    def _ph() -> str:
+        return "%s" if is_postgres() else "?"
+
+    def search(self, query: s.Query, *, limit: int, offset: int, client_name: str | None,
+               search_type: str) -> tuple[list[dict], int]:
+        with db.connection_context():
+            if not query:
+                return self._browse(limit=limit, offset=offset, client_name=client_name, search_type=search_type)
+            if is_postgres():
+                return self._search_postgres(query, limit, offset, client_name, search_type)
+            return self._search_sqlite(query, limit, offset, client_name, search_type)
+
+    def _browse(self, *, limit, offset, client_name, search_type):
+        clauses, params = self._filters(client_name, search_type)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        ph = self._ph()
+        total = db.execute_sql(f"SELECT count(*) FROM search_document d {where}", params).fetchone()[0]
+        rows = db.execute_sql(
+            f"SELECT {COLUMNS}, NULL, NULL FROM search_document d {where} "
+            f"ORDER BY d.timestamp DESC, d.id DESC LIMIT {ph} OFFSET {ph}", [*params, limit, offset]).fetchall()
+        return [_result(r) for r in rows], total
+
+    def _search_sqlite(self, query, limit, offset, client_name, search_type):
+        clauses, params = self._filters(client_name, search_type)
+        where = " AND ".join(["search_fts MATCH ?", *clauses])
+        match = fts5_expression(query)
+        base = f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid WHERE {where}"
+        try:
+            total = db.execute_sql(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
+            weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+            rows = db.execute_sql(
+                f"SELECT {COLUMNS}, -bm25(search_fts, {weights}) AS score, "
+                f"snippet(search_fts, 0, ?, ?, ' ... ', 40) {base} "
+                f"ORDER BY bm25(search_fts, {weights}), d.timestamp DESC LIMIT ? OFFSET ?",
+                [s.MARK_OPEN, s.MARK_CLOSE, match, *params, limit, offset]).fetchall()
+        except peewee.OperationalError as exc:  # a syntax error would be ours; say so rather than 500
+            raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
+        return [_result(r) for r in rows], total
+
+    def _search_postgres(self, query, limit, offset, client_name, search_type):
+        clauses, params = self._filters(client_name, search_type)
+        where = " AND ".join(["d.tsv @@ q.query", *clauses])
+        tsq = tsquery_expression(query)
+        base = f"FROM search_document d, to_tsquery('english', %s) AS q(query) WHERE {where}"
+        try:
+            with db.atomic():
+                total = db.execute_sql(f"SELECT count(*) {base}", [tsq, *params]).fetchone()[0]
+                rows = db.execute_sql(
+                    # ts_headline drops what its parser takes for HTML tags: hide < and > from it.
+                    f"SELECT {COLUMNS}, score, ts_headline('english', "
+                    f"replace(replace(d.text, '<', %s), '>', %s), query, %s) FROM ("
+                    f"SELECT d.*, q.query, ts_rank(d.tsv, q.query) AS score {base} "
+                    f"ORDER BY score DESC, d.timestamp DESC, d.id DESC LIMIT %s OFFSET %s) AS d "
+                    f"ORDER BY score DESC, d.timestamp DESC, d.id DESC",
+                    [LT, GT, HEADLINE_OPTIONS, tsq, *params, limit, offset]).fetchall()
+        except peewee.ProgrammingError as exc:
+            raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
+        return [_result(r) for r in rows], total
+
+
+COLUMNS = ("d.doc_key, d.type, d.chat_id, d.session_id, d.sender, d.timestamp, d.client_name, d.tags, d.text")
+
+
+def _result(row) -> dict:
+    key, type_, chat_id, session_id, sender, timestamp, client_name, tags, text, score, marked = row
+    doc = {"id": key, "type": type_, "chatId": chat_id, "sessionId": session_id, "sender": sender,
+           "timestamp": timestamp, "clientName": client_name, "tags": json.loads(tags) if tags else None,
+           "text": text}
+    marked = marked.replace(LT, "<").replace(GT, ">") if marked else marked
+    fragments = [f for f in marked.split(" ... ") if f] if marked else None
+    return s.result(doc, score=score, fragments=fragments)
+
+
+def _sql(query) -> str:
+    return query.sql()[0]
+
+
+def _params(query) -> list:
+    return list(query.sql()[1])

@@ -1,0 +1,228 @@
+"""Multi-session analysis jobs: create, list, detail, live stream (SSE), cancel, delete."""
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+from flask import Blueprint, Response, jsonify, request, stream_with_context
+
+from models import AnalysisJob, AnalysisSummary, LlmSettings, Session, db
+from parley import llm_config, llmstore
+from parley.sessions import now_ms
+from parley.tokens import count_tokens, active_model_path
+from web import forms
+from web.errors import ApiError, bad_request, not_found
+from web.sessions import json_body, numeric_id
+from web.streams import RESYNC
+from web.transcribe import enqueue, hub, settings
+
+analysis_bp = Blueprint("analysis", __name__, url_prefix="/api/analysis-jobs")
+
+TERMINAL = ("completed", "failed", "canceled")
+MAX_SESSIONS, PROMPT_CHARS = 50, (10, 5000)
+CONTEXT_BUFFER = 4096  # room for instructions and the answer when the server estimates the context
+
+
+def channel_id(job_id: int) -> str:
+    return f"analysis-{job_id}"
+
+
+# --- shapes ---------------------------------------------------------------------------------------
+def job_dict(job: AnalysisJob) -> dict:
+    return {
+        "id": job.id, "original_prompt": job.original_prompt, "short_prompt": job.short_prompt, "status": job.status,
+        "final_result": job.final_result, "error_message": job.error_message, "created_at": job.created_at_ms,
+        "completed_at": job.completed_at_ms, "model_name": job.model_name, "context_size": job.context_size,
+        "strategy_json": job.strategy_json, "thinking_budget": job.thinking_budget, "temperature": job.temperature,
+        "top_p": job.top_p, "repeat_penalty": job.repeat_penalty, "num_gpu_layers": job.num_gpu_layers,
+        "map_phase_system_prompt": job.map_phase_system_prompt, "llm_base_url": job.llm_base_url,
+    }
+
+
+def summary_row(s: AnalysisSummary) -> dict:
+    return {"id": s.id, "analysis_job_id": s.analysis_job_id, "session_id": s.session_id,
+            "summary_text": s.summary_text, "status": s.status, "error_message": s.error_message}
+
+
+def detail(job: AnalysisJob) -> dict:
+    rows = (AnalysisSummary.select(AnalysisSummary, Session).join(Session)
+            .where(AnalysisSummary.analysis_job == job.id).order_by(Session.date, Session.id))
+    summaries = [{**summary_row(s), "sessionName": s.session.session_name or s.session.file_name
+                  or f"Session ID {s.session_id}", "sessionDate": s.session.date or ""} for s in rows]
+    strategy = json.loads(job.strategy_json) if job.strategy_json else None
+    return {**job_dict(job), "summaries": summaries, "strategy": strategy}
+
+
+def job_or_404(job_id: str) -> AnalysisJob:
+    jid = numeric_id(job_id, "jobId")
+    job = AnalysisJob.get_or_none(AnalysisJob.id == jid) if jid >= 1 else None
+    if jid < 1:
+        raise bad_request("jobId must be at least 1")
+    if job is None:
+        raise not_found(f"Analysis job {jid} not found.")
+    return job
+
+
+# --- create ---------------------------------------------------------------------------------------
+def _optional_range(body: dict, key: str, lo: float, hi: float) -> float | None:
+    if body.get(key) is None:
+        return None
+    value = forms.as_float(key, body[key], lo=lo)
+    if value > hi:
+        raise bad_request(f"{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+@analysis_bp.post("")
+def create_job():
+    from jobs import analyze
+
+    body = json_body(dict, "object with sessionIds and prompt")
+    ids = body.get("sessionIds")
+    if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_SESSIONS
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)):
+        raise bad_request(f"sessionIds must be a list of 1 to {MAX_SESSIONS} positive integers")
+    ids = list(dict.fromkeys(ids))
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not PROMPT_CHARS[0] <= len(prompt.strip()) <= PROMPT_CHARS[1]:
+        raise bad_request(f"prompt must be {PROMPT_CHARS[0]} to {PROMPT_CHARS[1]} characters")
+    prompt = prompt.strip()
+    sessions = {s.id: s for s in Session.select().where(Session.id.in_(ids))}
+    missing = [i for i in ids if i not in sessions]
+    if missing:
+        raise bad_request(f"unknown session id(s): {', '.join(map(str, missing))}")
+    unready = [i for i in ids if sessions[i].status != "completed"]
+    if unready:
+        raise bad_request(f"session(s) without a finished transcript: {', '.join(map(str, unready))}")
+    map_prompt = body.get("mapPhaseSystemPrompt")
+    if map_prompt is not None and (not isinstance(map_prompt, str) or len(map_prompt) > 2000):
+        raise bad_request("mapPhaseSystemPrompt must be a string of at most 2000 characters")
+
+    row = llm_config.current()
+    base = body.get("baseUrl")
+    base_url = None if base is None or llm_config.is_local(base) else base
+    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+                                 or len(base_url) > 2048):
+        raise bad_request("baseUrl must be an http(s) URL")
+    model = body.get("modelName") or row.active_model
+    if not isinstance(model, str) or not model:
+        raise bad_request("modelName is required when no model is active")
+    max_context = None
+    if base_url is None:
+        info = llmstore.find(settings(), model)
+        if info is None:
+            raise bad_request(f"model {model!r} is not in the model store")
+        max_context = info.context_length
+    context = forms.as_int("contextSize", body.get("contextSize"), lo=1)
+    if context is not None and max_context and context > max_context:
+        raise bad_request(f"contextSize {context} is larger than the model's maximum of {max_context}")
+    if context is None and max_context:
+        largest = max(s.transcript_token_count or 0 for s in sessions.values())
+        needed = largest + count_tokens(prompt, gguf=active_model_path()) + CONTEXT_BUFFER
+        if needed > max_context:
+            raise bad_request(f"the longest transcript needs about {needed} tokens of context; the model has "
+                              f"{max_context}")
+    params = {
+        "temperature": _optional_range(body, "temperature", 0.0, 2.0),
+        "top_p": _optional_range(body, "topP", 0.0, 1.0),
+        "repeat_penalty": _optional_range(body, "repeatPenalty", 0.5, 2.0),
+        "num_gpu_layers": forms.as_int("numGpuLayers", body.get("numGpuLayers"), lo=0),
+        "thinking_budget": forms.as_int("thinkingBudget", body.get("thinkingBudget"), lo=-1),
+    }
+    advanced = forms.as_bool("useAdvancedStrategy", body.get("useAdvancedStrategy"), default=False)
+    with db.atomic():
+        job = AnalysisJob.create(
+            original_prompt=prompt, short_prompt=f'Analysis of "{prompt[:30]}..." (summarizing)',
+            status="generating_strategy" if advanced else "pending", created_at_ms=now_ms(),
+            use_advanced_strategy=advanced, model_name=model, context_size=context, llm_base_url=base_url,
+            map_phase_system_prompt=map_prompt or None, **params)
+        for sid in ids:
+            AnalysisSummary.create(analysis_job=job, session=sid)
+        # As in the sessions client's backend: the job's model and parameters become the active settings.
+        LlmSettings.update(active_model=model, base_url=base_url, context_size=context,
+                           **{k: v for k, v in params.items() if v is not None and k != "thinking_budget"}).where(
+            LlmSettings.id == row.id).execute()
+    enqueue(analyze, job, cleanup=lambda: job.delete_instance(recursive=True))
+    return jsonify(jobId=job.id), 202
+
+
+# --- read -----------------------------------------------------------------------------------------
+@analysis_bp.get("")
+def list_jobs():
+    return jsonify([job_dict(j) for j in AnalysisJob.select().order_by(AnalysisJob.created_at_ms.desc())])
+
+
+@analysis_bp.get("/<job_id>")
+def get_job(job_id: str):
+    return jsonify(detail(job_or_404(job_id)))
+
+
+def sse(payload: dict) -> str:
+    # EventSource hands only unnamed events to `onmessage`: no `event:` line, one data line.
+    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
+
+
+@analysis_bp.get("/<job_id>/stream")
+def stream(job_id: str):
+    try:
+        job = job_or_404(job_id)
+    except ApiError as exc:
+        return Response("Job not found" if exc.status == 404 else exc.message, status=exc.status,
+                        mimetype="text/plain")
+    q = hub().register(channel_id(job.id))  # before the snapshot: nothing published after it is missed
+    events = hub()
+
+    def relay():
+        try:
+            current = AnalysisJob.get_by_id(job.id)
+            summaries = [summary_row(s) for s in current.summaries.order_by(AnalysisSummary.id)]
+            yield sse({"type": "snapshot", "phase": "status", "job": job_dict(current), "summaries": summaries})
+            if current.status in TERMINAL:
+                yield sse(_terminal(current))
+                return
+            while True:
+                try:
+                    item = q.get(timeout=2.0)
+                except queue.Empty:
+                    yield ": keep-alive\n\n"
+                    latest = AnalysisJob.get_by_id(job.id)
+                    if latest.status in TERMINAL:  # ended while a message was lost: end cleanly anyway
+                        yield sse(_terminal(latest))
+                        return
+                    continue
+                if item is RESYNC:
+                    continue
+                payload = {k: v for k, v in item.items() if k not in ("job_id", "seq")}
+                yield sse(payload)
+                if payload.get("type") == "status" and payload.get("phase") == "status":
+                    return
+        finally:
+            events.unregister(channel_id(job.id), q)
+
+    return Response(stream_with_context(relay()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"})
+
+
+def _terminal(job: AnalysisJob) -> dict:
+    return {"type": "status", "phase": "status", "status": job.status, "jobId": job.id, "timestamp": now_ms()}
+
+
+# --- cancel and delete ----------------------------------------------------------------------------
+@analysis_bp.post("/<job_id>/cancel")
+def cancel(job_id: str):
+    job = job_or_404(job_id)
+    # Conditional update: a job that ended a moment ago is not turned back into "canceling".
+    changed = AnalysisJob.update(status="canceling").where(
+        (AnalysisJob.id == job.id) & (AnalysisJob.status.not_in(TERMINAL))).execute()
+    if not changed:
+        raise ApiError(409, f"Analysis job {job.id} is already {AnalysisJob.get_by_id(job.id).status}.")
+    return jsonify(message=f"Cancellation request for job {job.id} accepted."), 202
+
+
+@analysis_bp.delete("/<job_id>")
+def delete(job_id: str):
+    job = job_or_404(job_id)
+    with db.atomic():
+        AnalysisJob.delete().where(AnalysisJob.id == job.id).execute()  # summaries go by ON DELETE CASCADE
+    return jsonify(message=f"Analysis job {job.id} and all associated data deleted.")
