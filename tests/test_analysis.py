@@ -141,3 +141,14 @@ def test_context_limits_delete_and_unknowns(llm_stack, three_sessions):
     assert missing.status_code == 404 and missing.text == "Job not found"
     assert llm_stack.get("/api/analysis-jobs/0").status_code == 400
     assert llm_stack.post("/api/analysis-jobs/999999/cancel").status_code == 404
+
+
+def test_a_transcript_larger_than_the_context_is_cut_head_and_tail(llm_stack, three_sessions):
+    long_session = three_sessions[2]  # three minutes of dialogue
+    job_id = create(llm_stack, [long_session], contextSize=640)
+    _, events = read_stream(llm_stack, job_id)
+    truncated = [e for e in events if e["type"] == "truncated"]
+    assert len(truncated) == 1 and truncated[0]["sessionId"] == long_session
+    assert truncated[0]["originalTokens"] > truncated[0]["finalTokens"] and truncated[0]["droppedParagraphs"] > 0
+    assert events[-1]["status"] == "completed"
+    llm_stack.post("/api/llm/set-model", json={"modelName": "gemma-3-270m-q4_k_m.gguf", "contextSize": None})
