@@ -24,6 +24,7 @@ API_AREAS = {
     "summary": ("/api/summary/", "post"),
     "docs": ("/api/openapi.json", "get"),
     "search": ("/api/search", "get"),
+    "analysis": ("/api/analysis-jobs", "post"),
 }
 
 
@@ -225,3 +226,33 @@ def test_sessions_document_matches_the_handlers():
                 if param["in"] == "path" and param["name"] in ("session_id", "paragraph_index", "chat_id"):
                     assert param["schema"]["pattern"] == "^[0-9]+$", (path, param["name"])
                     assert "400" in op["responses"], path
+
+
+def test_analysis_document_matches_the_handlers(tmp_path, monkeypatch):
+    """The analysis job shapes, limits and stream answers are those web/analysis.py gives."""
+    from models import AnalysisJob, AnalysisSummary
+    from web import analysis, openapi_analysis
+
+    assert tuple(openapi_analysis.TERMINAL_STATES) == analysis.TERMINAL
+    assert openapi_analysis.MAX_SESSIONS == analysis.MAX_SESSIONS
+    assert openapi_analysis.PROMPT_CHARS == analysis.PROMPT_CHARS
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    job = AnalysisJob(id=1, original_prompt="p" * 10, short_prompt="s", created_at_ms=0)
+    assert set(analysis.job_dict(job)) == set(schemas["AnalysisJob"]["properties"])
+    row = AnalysisSummary(id=1, analysis_job=1, session=2)
+    assert set(analysis.summary_row(row)) == set(schemas["AnalysisSummaryRow"]["properties"])
+    stream = doc["paths"]["/api/analysis-jobs/{job_id}/stream"]["get"]["responses"]
+    assert list(stream["200"]["content"]) == ["text/event-stream"]
+    assert list(stream["404"]["content"]) == ["text/plain"]
+
+    client = _real_app(tmp_path, monkeypatch).test_client()
+    assert client.get("/api/analysis-jobs").get_json() == []
+    assert client.get("/api/analysis-jobs/x").status_code == 400
+    assert client.get("/api/analysis-jobs/0").status_code == 400
+    assert client.get("/api/analysis-jobs/7").status_code == 404
+    assert client.post("/api/analysis-jobs/7/cancel").status_code == 404
+    missing = client.get("/api/analysis-jobs/7/stream")
+    assert (missing.status_code, missing.mimetype, missing.get_data(as_text=True)) == (404, "text/plain",
+                                                                                       "Job not found")
+    assert client.post("/api/analysis-jobs", json={"sessionIds": [], "prompt": "p" * 10}).status_code == 400

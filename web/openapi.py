@@ -1090,6 +1090,9 @@ def components() -> dict[str, Any]:
     schemas.update(_llm_schemas())
     schemas.update(_chats_schemas())
     schemas.update(_summary_schemas())
+    from web.openapi_analysis import analysis_schemas
+
+    schemas.update(analysis_schemas())
     return {
         "schemas": schemas,
         "headers": {
@@ -2415,6 +2418,8 @@ TAGS = [
     {"name": "docs", "description": "This API description and its viewer"},
 ]
 TAGS.append({"name": "search", "description": "Full-text search over transcripts and chats, and rebuilding its index"})
+TAGS.append({"name": "analysis", "description": "Questions asked across several sessions, answered map-reduce "
+             "style by the language model, with progress streamed as Server-Sent Events"})
 
 
 def openapi_document(*, server_url: str | None = None) -> dict:
@@ -2431,6 +2436,9 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.openapi_search import search_paths
 
     paths.update(search_paths())
+    from web.openapi_analysis import analysis_paths
+
+    paths.update(analysis_paths())
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {
