@@ -336,3 +336,12 @@ def apply(op: str, ident: int):
     """What the indexing actor runs."""
     return {"index_session": index_session, "index_chat": index_chat, "remove_session": remove_session,
             "remove_chat": remove_chat}[op](ident)
+
+
+def healthy() -> bool:
+    """Whether the search backend answers a query now (for health and readiness reports)."""
+    try:
+        backend().search(parse_query("health"), limit=1, offset=0, client_name=None, search_type="all")
+        return True
+    except Exception:  # noqa: BLE001  (any failure means "not answering")
+        return False

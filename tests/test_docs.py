@@ -25,6 +25,7 @@ API_AREAS = {
     "docs": ("/api/openapi.json", "get"),
     "search": ("/api/search", "get"),
     "analysis": ("/api/analysis-jobs", "post"),
+    "system": ("/api/status/readiness", "get"),
 }
 
 

@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.sessions import sessions_bp
     from web.streams import EventHub
     from web.summary import summary_bp
+    from web.system import system_bp
     from web.templates import templates_bp
     from web.transcribe import transcribe_bp
     from web.uploads import StreamingRequest, discard_unclaimed_uploads
@@ -57,7 +58,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["parley_redis"] = redis_client(settings.redis_url)
 
     for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp, templates_bp, usage_bp,
-                      model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp):
+                      model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp):
         app.register_blueprint(blueprint)
     sock.init_app(app)
     register_error_handlers(app)

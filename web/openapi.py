@@ -2417,6 +2417,7 @@ TAGS = [
     {"name": "summary", "description": "Summaries of and questions about transcripts, answered by the language model"},
     {"name": "docs", "description": "This API description and its viewer"},
 ]
+TAGS.append({"name": "system", "description": "Health, readiness, queue counts, GPU figures, transcription reset"})
 TAGS.append({"name": "search", "description": "Full-text search over transcripts and chats, and rebuilding its index"})
 TAGS.append({"name": "analysis", "description": "Questions asked across several sessions, answered map-reduce "
              "style by the language model, with progress streamed as Server-Sent Events"})
@@ -2439,6 +2440,9 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
+    from web.openapi_system import system_paths
+
+    paths.update(system_paths())
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {

@@ -29,6 +29,10 @@ class JobFailed(Exception):
     """The job is marked failed and retrying would not help; the queue must not redeliver it."""
 
 
+class Stopped(Exception):
+    """The job was canceled (e.g. by a transcription reset) while it ran; the worker just lets it go."""
+
+
 class CannotProcess(Exception):
     """This job can never succeed here (e.g. speakers asked for where diarization is off); fail it now."""
 
@@ -73,6 +77,8 @@ def run_retranscription(job_id: str, *, settings: Settings | None = None) -> Non
 def _run_guarded(job: Job, settings: Settings, work) -> None:
     try:
         work(job, settings)
+    except Stopped:
+        log.info("job %s was canceled while running; stopped", job.id)
     except (MediaError, modelstore.ModelStoreError, CannotProcess) as exc:
         fail(job, str(exc))
         raise JobFailed(str(exc)) from exc
@@ -156,6 +162,8 @@ def _transcribe(job: Job, settings: Settings) -> None:
                 job.save(only=[Job.detected_language])
             last_tick = time.monotonic()
             for seg in recognition.segments:
+                if Job.select(Job.status).where(Job.id == job.id).scalar() == "canceled":
+                    raise Stopped()
                 with db.atomic():
                     row = Segment.create(
                         job=job.id, idx=next_idx, chunk_index=index, start=seg.start, end=seg.end, text=seg.text,

@@ -1,0 +1,54 @@
+"""Health, readiness, active counts, GPU figures without a GPU, and the transcription reset."""
+from __future__ import annotations
+
+from conftest import AUDIO, free_port, running_stack, wait_until
+from test_sessions_api import upload, wait_session
+
+
+def test_health_and_readiness(stack):
+    health = stack.get("/api/health")
+    assert health.status_code == 200 and health.json()["status"] == "OK"
+    assert health.json()["database"] == "connected" and health.json()["elasticsearch"] == "connected"
+    ready = stack.get("/api/status/readiness").json()
+    assert ready["ready"] is True and ready["services"]["database"] == "connected"
+    assert ready["services"]["whisper"] == "connected"  # the stack runs an asr worker
+    assert ready["services"]["llm"] == "disconnected"  # ... and no llm worker
+
+
+def test_readiness_without_redis_is_still_ready(tmp_path, redis_server, models_ready):
+    with running_stack(tmp_path, redis_server, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0") as dead:
+        ready = dead.get("/api/status/readiness")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        assert ready.json()["services"]["whisper"] == "disconnected"
+
+
+def test_gpu_stats_without_a_gpu(stack):
+    stats = stack.get("/api/system/gpu-stats").json()
+    assert stats["available"] is False and stats["gpus"] == [] and stats["executionProvider"] == "cpu"
+    assert stats["summary"]["gpuCount"] == 0 and stats["summary"]["isUnifiedMemory"] is False
+    with open("/proc/meminfo") as fh:
+        total_kb = int(next(line for line in fh if line.startswith("MemTotal")).split()[1])
+    memory = stats["systemMemory"]
+    assert memory["totalMb"] == round(total_kb / 1024) and 0 < memory["usedMb"] < memory["totalMb"]
+    assert 0 < memory["percentUsed"] < 100
+
+
+def test_active_count_and_reset(stack):
+    running = upload(stack, AUDIO / "long_two_speakers.mp3", numSpeakers="2").json()["sessionId"]
+    queued = upload(stack, AUDIO / "silence.mp3").json()["sessionId"]
+    wait_until(lambda: stack.get(f"/api/sessions/{running}").json()["status"] == "transcribing", timeout=60,
+               what="first session transcribing")
+    counts = stack.get("/api/jobs/active-count").json()
+    assert counts["transcription"] >= 2 and counts["total"] == counts["transcription"] + counts["analysis"]
+
+    reset = stack.post("/api/jobs/reset-transcription").json()
+    assert reset["success"] is True and reset["canceledJobs"] >= 2
+    assert stack.get("/api/jobs/active-count").json()["transcription"] == 0
+    for sid in (running, queued):
+        session = stack.get(f"/api/sessions/{sid}").json()
+        assert session["status"] == "failed" and "reset by the operator" in session["errorMessage"]
+        assert stack.get(f"/api/transcribe/status/{session['whisperJobId']}").json()["status"] == "canceled"
+    # The worker let the running job go: it stays canceled, and the worker takes new work.
+    fresh = upload(stack, AUDIO / "silence.mp3").json()["sessionId"]
+    assert wait_session(stack, fresh)[0]["status"] == "completed"
+    assert stack.get(f"/api/sessions/{running}").json()["status"] == "failed"

@@ -1,0 +1,183 @@
+"""Health, readiness, queue counts, GPU and memory figures, and resetting transcription work."""
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+import threading
+import time
+
+import redis
+from flask import Blueprint, current_app, jsonify
+
+from jobs.middleware import alive_workers
+from models import AnalysisJob, Job, Session, db
+from parley import events
+
+system_bp = Blueprint("system", __name__, url_prefix="/api")
+
+ACTIVE_ANALYSIS = ("generating_strategy", "pending", "mapping", "reducing", "canceling")
+GPU_CACHE_S = 1.5  # the sidebar polls every 2 s; nvidia-smi costs tens of milliseconds
+RESET_MESSAGE = "Transcription reset by the operator; re-queue it with `parley retranscribe --failed`."
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
+
+
+def _database_ok() -> bool:
+    try:
+        db.execute_sql("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001  (any failure means "not usable")
+        return False
+
+
+def _workers() -> list[dict] | None:
+    try:
+        return alive_workers(current_app.extensions["parley_redis"])
+    except redis.RedisError:
+        return None
+
+
+def _search_ok() -> bool:
+    try:
+        from parley import search
+        return search.healthy()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _state(ok: bool) -> str:
+    return "connected" if ok else "disconnected"
+
+
+@system_bp.get("/health")
+def health():
+    database, search_ok = _database_ok(), _search_ok()
+    body = {"status": "OK" if database and search_ok else "DEGRADED", "database": _state(database),
+            "elasticsearch": _state(search_ok), "timestamp": _now_iso()}
+    return jsonify(body), 200 if database and search_ok else 503
+
+
+@system_bp.get("/status/readiness")
+def readiness():
+    """Ready when the database is usable (the sessions client then lets users in); the rest is informational."""
+    workers = _workers() or []
+    queues = {q for w in workers for q in w.get("queues", [])}
+    database = _database_ok()
+    body = {"ready": database, "timestamp": _now_iso(), "services": {
+        "database": _state(database), "elasticsearch": _state(_search_ok()),
+        "llm": _state("llm" in queues), "whisper": _state("asr" in queues)}}
+    return jsonify(body), 200 if database else 503
+
+
+@system_bp.get("/jobs/active-count")
+def active_count():
+    transcription = Job.select().where((Job.kind == "transcribe") & Job.status.in_(("queued", "processing"))).count()
+    analysis = AnalysisJob.select().where(AnalysisJob.status.in_(ACTIVE_ANALYSIS)).count()
+    return jsonify(total=transcription + analysis, transcription=transcription, analysis=analysis)
+
+
+@system_bp.post("/jobs/reset-transcription")
+def reset_transcription():
+    """Drop queued and running transcriptions: queue messages removed, jobs canceled, sessions marked failed.
+
+    A worker in the middle of one notices the cancel at its next segment and stops. Nothing else is touched.
+    """
+    from jobs import broker
+
+    try:
+        broker.flush("asr")
+    except redis.RedisError as exc:
+        from web.errors import ApiError
+        raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); nothing was reset") from None
+    with db.atomic():
+        affected = list(Job.select().where((Job.kind == "transcribe") & Job.status.in_(("queued", "processing"))))
+        ids = [j.id for j in affected]
+        if ids:
+            Job.update(status="canceled", message=RESET_MESSAGE, error=RESET_MESSAGE, updated_at=time.time(),
+                       finished_at=time.time()).where(Job.id.in_(ids)).execute()
+            sessions = [j.session_id for j in affected if j.session_id]
+            Session.update(status="failed", error_message=RESET_MESSAGE).where(
+                Session.id.in_(sessions) & Session.status.in_(("queued", "transcribing"))).execute()
+            # Live streams of these jobs end with this status event.
+            logged = [events.record(j.id, "status", events.status_payload(Job.get_by_id(j.id))) for j in affected]
+    for event in logged if ids else []:
+        events.publish(event)
+    return jsonify(success=True, canceledJobs=len(ids))
+
+
+# --- GPU and memory -------------------------------------------------------------------------------
+_gpu_cache: dict = {}
+_gpu_lock = threading.Lock()
+
+
+def _system_memory() -> dict:
+    info = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            key, value = line.split(":", 1)
+            info[key] = int(value.split()[0]) / 1024  # kB -> MB
+    total, free = info["MemTotal"], info.get("MemAvailable", info.get("MemFree", 0))
+    return {"totalMb": round(total), "usedMb": round(total - free), "freeMb": round(free),
+            "percentUsed": round(100 * (total - free) / total, 1)}
+
+
+def _nvidia_smi() -> tuple[list[dict], str | None, str | None]:
+    fields = ("index,name,fan.speed,pstate,memory.total,memory.used,memory.free,utilization.gpu,"
+              "utilization.memory,temperature.gpu,power.draw,power.limit,driver_version")
+    out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
+                         capture_output=True, text=True, timeout=5, check=True).stdout
+
+    def num(value: str):
+        try:
+            return float(value)
+        except ValueError:  # "[N/A]", "[Not Supported]"
+            return None
+
+    gpus, driver = [], None
+    for line in out.strip().splitlines():
+        c = [x.strip() for x in line.split(",")]
+        driver = c[12]
+        gpus.append({"id": int(c[0]), "name": c[1], "fanSpeedPercent": num(c[2]), "performanceState": c[3],
+                     "memory": {"totalMb": num(c[4]) or 0, "usedMb": num(c[5]) or 0, "freeMb": num(c[6]) or 0},
+                     "utilization": {"gpuPercent": num(c[7]), "memoryPercent": num(c[8])},
+                     "temperature": {"currentCelsius": num(c[9])},
+                     "power": {"drawWatts": num(c[10]), "limitWatts": num(c[11])},
+                     "processes": [], "isUnifiedMemory": False})
+    return gpus, driver, None
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return round(sum(values) / len(values), 1) if values else None
+
+
+def gpu_stats() -> dict:
+    gpus, driver, cuda = [], None, None
+    if shutil.which("nvidia-smi"):
+        try:
+            gpus, driver, cuda = _nvidia_smi()
+        except (subprocess.SubprocessError, OSError, IndexError, ValueError):
+            gpus = []
+    summary = {
+        "gpuCount": len(gpus), "totalMemoryMb": sum(g["memory"]["totalMb"] for g in gpus),
+        "totalMemoryUsedMb": sum(g["memory"]["usedMb"] for g in gpus),
+        "avgGpuUtilizationPercent": _mean(g["utilization"]["gpuPercent"] for g in gpus),
+        "avgMemoryUtilizationPercent": _mean(g["utilization"]["memoryPercent"] for g in gpus),
+        "avgTemperatureCelsius": _mean(g["temperature"]["currentCelsius"] for g in gpus),
+        "totalPowerDrawWatts": sum(g["power"]["drawWatts"] or 0 for g in gpus) if gpus else None,
+        "totalPowerLimitWatts": sum(g["power"]["limitWatts"] or 0 for g in gpus) if gpus else None,
+        "isUnifiedMemory": False,
+    }
+    return {"available": bool(gpus), "driverVersion": driver, "cudaVersion": cuda, "gpus": gpus, "summary": summary,
+            "executionProvider": "gpu" if gpus else "cpu", "systemMemory": _system_memory()}
+
+
+@system_bp.get("/system/gpu-stats")
+def system_gpu_stats():
+    with _gpu_lock:
+        if time.monotonic() - _gpu_cache.get("at", -GPU_CACHE_S) >= GPU_CACHE_S:
+            _gpu_cache.update(at=time.monotonic(), stats=gpu_stats())
+        return jsonify(_gpu_cache["stats"])
