@@ -239,15 +239,10 @@ def redis_server(tmp_path_factory):
 def stack(tmp_path_factory, redis_server, models_ready):
     """The SQLite stack most tests share: web, an `asr` worker and an `asr_quick` worker."""
     tmp = tmp_path_factory.mktemp("stack")
-    s = Stack(tmp, redis_server, f"sqlite:///{tmp / 'data' / 'parley.db'}",
-              MAX_UPLOAD_MB="3", PARLEY_RETRANSLATE_WAIT_S="20", CORS_ORIGINS="http://client.example")
-    s.start_web()
-    s.start_worker("asr", "asr", wait=False)
-    s.start_worker("asr_quick", "asr_quick", wait=False)
-    for worker in s.workers.values():
-        s.wait_worker_ready(worker)
-    yield s
-    s.stop()
+    # running_stack stops whatever did start even when start-up fails half-way (no leaked processes).
+    with running_stack(tmp, redis_server, workers=[("asr", "asr"), ("asr_quick", "asr_quick")],
+                       MAX_UPLOAD_MB="3", PARLEY_RETRANSLATE_WAIT_S="20", CORS_ORIGINS="http://client.example") as s:
+        yield s
 
 
 GEMMA = "gemma-3-270m-q4_k_m.gguf"
