@@ -302,8 +302,9 @@ def drop_postgres_database(url: str) -> None:
     admin.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def postgres_url():
+    """A fresh PostgreSQL database for each test module, dropped afterwards (modules never see each other's rows)."""
     url = postgres_database()
     if url is None:
         pytest.skip(f"no PostgreSQL server answers at {POSTGRES_URL} (set PARLEY_TEST_POSTGRES_URL)")
