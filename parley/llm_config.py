@@ -1,9 +1,17 @@
 """The language-model settings row, and how models are described to clients."""
 from __future__ import annotations
 
+import os
+
 from models import LlmSettings, db
 from parley import llmstore
 from parley.config import Settings
+
+def default_context_cap() -> int:
+    """Context used when none is configured (PARLEY_LLM_DEFAULT_CONTEXT, default 8192): a model's own
+    maximum (32k for the test model) would reserve a KV cache far beyond what a chat needs."""
+    return int(os.environ.get("PARLEY_LLM_DEFAULT_CONTEXT", "8192"))
+
 
 #: What the sessions client sees as the base URL of the local engine; it must not be empty.
 LOCAL_BASE_URL = "local://llama.cpp"

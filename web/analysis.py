@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import json
 import queue
-import time
 
-from flask import Blueprint, Response, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, stream_with_context
 
 from models import AnalysisJob, AnalysisSummary, LlmSettings, Session, db
 from parley import llm_config, llmstore

@@ -74,7 +74,7 @@ def context_usage(chat: Chat, *, input_draft: str = "", reserved: int = RESERVED
     count = lambda text: count_tokens(text, gguf=gguf)  # noqa: E731
     info = llmstore.find(settings(), row.active_model) if llm_config.is_local(row.base_url) else None
     default = info.context_length if info else None
-    effective = row.context_size or (min(default, _context_cap()) if default else None)
+    effective = row.context_size or (min(default, llm_config.default_context_cap()) if default else None)
     system = get_template_text("system_prompt" if chat.session_id else "system_standalone_prompt")
     history = list(Message.select().where(Message.chat == chat.id).order_by(Message.id))
     while history and history[0].sender != "user":
@@ -97,12 +97,6 @@ def context_usage(chat: Chat, *, input_draft: str = "", reserved: int = RESERVED
                    "remainingForOutput": max(0, remaining - reserved) if remaining is not None else None},
         "thresholds": {"warnAt": 0.75, "dangerAt": 0.9},
     }
-
-
-def _context_cap() -> int:
-    import os
-
-    return int(os.environ.get("PARLEY_LLM_DEFAULT_CONTEXT", "8192"))
 
 
 def usage_response(chat: Chat):

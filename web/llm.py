@@ -43,11 +43,13 @@ def _remote_models(base_url: str, token: str | None) -> list[dict]:
              "defaultContextSize": m.get("context_length") or m.get("max_model_len")} for m in data]
 
 
-def _queue_llm_job(kind: str, **params) -> LlmJob:
+def queue_llm_job(kind: str, *, model: str | None = None, params: dict | None = None) -> LlmJob:
+    """Store an LLM job and put it on the `llm` queue (503 and nothing stored when the queue is down)."""
     from jobs import generate
 
     with db.atomic():
-        job = LlmJob.create(id=str(uuid.uuid4()), kind=kind, params=params, model_name=llm_config.current().active_model)
+        job = LlmJob.create(id=str(uuid.uuid4()), kind=kind, params=params or {}, message="Queued",
+                            model_name=model if model is not None else llm_config.current().active_model)
     enqueue(generate, job, cleanup=lambda: LlmJob.delete().where(LlmJob.id == job.id).execute())
     return job
 
@@ -91,7 +93,7 @@ def set_model():
         raise bad_request(f"model {changes['active_model']!r} is not in the model store; available: "
                           f"{', '.join(names) or 'none (POST /api/llm/pull-model)'}")
     llm_config.LlmSettings.update(**changes).where(llm_config.LlmSettings.id == row.id).execute()
-    _queue_llm_job("load_model")  # the worker loads it; /api/llm/status shows when it is resident
+    queue_llm_job("load_model")  # the worker loads it; /api/llm/status shows when it is resident
     size = changes["context_size"] or "default"
     return jsonify(message=f"Active model set to {changes['active_model']} (context: {size}). Load initiated. "
                            "Check status.")
@@ -102,7 +104,7 @@ def unload():
     resident = [w for w in _llm_workers() if w.get("llm_resident")]
     if not resident:
         return jsonify(message="No models were loaded.")
-    _queue_llm_job("unload_model")
+    queue_llm_job("unload_model")
     return jsonify(message=f"{len(resident)} model instance(s) unloaded successfully.")
 
 

@@ -1,8 +1,6 @@
 """Re-transcription of one segment, answered synchronously while the worker is quick enough."""
 from __future__ import annotations
 
-import queue
-import time
 import uuid
 
 from flask import Blueprint, jsonify, request
@@ -11,6 +9,7 @@ from models import Job, db
 from parley import events, modelstore
 from web import forms
 from web.errors import ApiError, bad_request, not_found
+from web.streams import wait_until_finished
 from web.transcribe import enqueue, hub, receive_audio, settings
 
 retranslate_bp = Blueprint("retranslate", __name__, url_prefix="/api/retranslate")
@@ -43,17 +42,7 @@ def _run_and_wait(job: Job, *, cleanup):
     q = hub().register(job.id)  # before enqueueing: the worker may finish before we would listen
     try:
         enqueue(retranscribe, job, cleanup=cleanup)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            try:
-                event = q.get(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
-            except queue.Empty:
-                event = None
-            if event is None or not isinstance(event, dict) or events.is_terminal(event):
-                # A periodic look at the row covers an event missed while Redis reconnected.
-                job = Job.get_by_id(job.id)
-                if job.status in Job.TERMINAL:
-                    break
+        wait_until_finished(q, lambda: Job.get_by_id(job.id).status in Job.TERMINAL, timeout_s=wait_s)
     finally:
         hub().unregister(job.id, q)
     job = Job.get_by_id(job.id)

@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 
@@ -151,6 +151,23 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
                 pending = [item]
     finally:
         hub.unregister(job_id, q)
+
+
+def wait_until_finished(q: queue.Queue, finished: Callable[[], bool], *, timeout_s: float) -> bool:
+    """Block on a registered queue until `finished()` is true (True) or `timeout_s` passes (False).
+
+    `finished` is asked after every status event and at least once a second, so an event lost while
+    Redis reconnected delays the answer by a second at most.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            event = q.get(timeout=min(1.0, max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            event = None
+        if (not isinstance(event, dict) or event.get("type") == "status") and finished():
+            return True
+    return finished()
 
 
 def sse_frame(event: dict | None) -> str:

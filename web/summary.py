@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import os
-import queue
-import time
-import uuid
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from models import LlmJob, db
+from models import LlmJob
 from parley import llm_config
 from web import forms
 from web.errors import ApiError, bad_request, not_found
+from web.llm import queue_llm_job
 from web.sessions import json_body
-from web.transcribe import enqueue, hub, settings
+from web.streams import wait_until_finished
+from web.transcribe import hub, settings
 
 summary_bp = Blueprint("summary", __name__, url_prefix="/api")
 
@@ -56,15 +55,6 @@ def transcript_text(body: dict) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def queue_job(kind: str, model: str, params: dict) -> LlmJob:
-    from jobs import generate
-
-    with db.atomic():
-        job = LlmJob.create(id=str(uuid.uuid4()), kind=kind, model_name=model, params=params, message="Queued")
-    enqueue(generate, job, cleanup=lambda: LlmJob.delete().where(LlmJob.id == job.id).execute())
-    return job
-
-
 def job_or_404(job_id: str, kind: str) -> LlmJob:
     job = LlmJob.get_or_none((LlmJob.id == job_id) & (LlmJob.kind == kind))
     if job is None:
@@ -84,7 +74,7 @@ def create_summary():
         raise bad_request(f"format must be one of {', '.join(FORMATS)}")
     max_length = forms.as_int("max_length", body.get("max_length"), default=500, lo=10, hi=5000)
     model = model_for(body.get("model_name"))
-    job = queue_job("summary", model, {"text": text, "max_length": max_length, "format": fmt})
+    job = queue_llm_job("summary", model=model, params={"text": text, "max_length": max_length, "format": fmt})
     return jsonify(job_id=job.id, status=job.status, message="Summary queued")
 
 
@@ -140,7 +130,7 @@ def chat():
         raise bad_request(f"temperature must be between 0 and 2, got {temperature}")
     max_tokens = forms.as_int("max_tokens", body.get("max_tokens"), default=500, lo=1, hi=4096)
     model = model_for(body.get("model_name"))
-    job = queue_job("completion", model, {"messages": messages, "transcript_text": transcript_text(body),
+    job = queue_llm_job("completion", model=model, params={"messages": messages, "transcript_text": transcript_text(body),
                                           "temperature": temperature, "max_tokens": max_tokens})
     return wait_for(job)
 
@@ -149,15 +139,8 @@ def wait_for(job: LlmJob):
     """Answer synchronously while the worker is quick enough (PARLEY_CHAT_WAIT_S), else 202 with the job id."""
     q = hub().register(job.id)
     try:
-        deadline = time.monotonic() + float(os.environ.get("PARLEY_CHAT_WAIT_S", "120"))
-        while time.monotonic() < deadline:
-            try:
-                event = q.get(timeout=1.0)
-            except queue.Empty:
-                event = None
-            if event is None or (isinstance(event, dict) and event.get("status") in TERMINAL):
-                if LlmJob.get_by_id(job.id).status in TERMINAL:
-                    break
+        wait_until_finished(q, lambda: LlmJob.get_by_id(job.id).status in TERMINAL,
+                            timeout_s=float(os.environ.get("PARLEY_CHAT_WAIT_S", "120")))
     finally:
         hub().unregister(job.id, q)
     return chat_result(job.id)

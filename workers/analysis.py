@@ -186,7 +186,7 @@ def _map(job: AnalysisJob, summary: AnalysisSummary, engine, stream: Stream) -> 
     question = json.loads(job.strategy_json)["intermediate_question"] if job.strategy_json else job.original_prompt
     system = job.map_phase_system_prompt or DEFAULT_MAP_PROMPT
     text = transcript_text(session.id, with_speakers=session.show_speakers != 0)
-    context = engine.context_size or job.context_size or llm.settings_context_cap()
+    context = engine.context_size or job.context_size or llm_config.default_context_cap()
     budget = context - MAP_OUTPUT_TOKENS - engine.count_tokens(system + question) - 64
     tokens = engine.count_tokens(text)
     ids = {"sessionId": session.id, "summaryId": summary.id}
@@ -226,7 +226,7 @@ def _reduce(job: AnalysisJob, engine, stream: Stream) -> None:
                     else f"Answer the question across all sessions: {job.original_prompt}")
     notes = "\n\n".join(f"## {r.session.session_name or r.session.file_name} ({r.session.date[:10]})\n"
                         f"{_without_thinking(r.summary_text)}" for r in rows)
-    context = engine.context_size or job.context_size or llm.settings_context_cap()
+    context = engine.context_size or job.context_size or llm_config.default_context_cap()
     budget = context - REDUCE_OUTPUT_TOKENS - 200
     tokens = engine.count_tokens(notes)
     if tokens > budget:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import requests
 
 from parley import llmstore
+from parley.llm_config import default_context_cap
 from parley.config import Settings
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class LocalEngine:
         from llama_cpp import Llama
 
         self.info = info
-        self.context_size = context_size or min(info.context_length or 4096, settings_context_cap())
+        self.context_size = context_size or min(info.context_length or 4096, default_context_cap())
         self.key = (info.name, self.context_size, num_gpu_layers)
         started = time.monotonic()
         self.llama = Llama(
@@ -172,11 +173,6 @@ class LocalEngine:
 
     def close(self) -> None:
         self.llama.close()
-
-
-def settings_context_cap() -> int:
-    # A model's own maximum (32k for the test model) would reserve a KV cache far beyond what a chat needs.
-    return int(os.environ.get("PARLEY_LLM_DEFAULT_CONTEXT", "8192"))
 
 
 def chat_format(info: llmstore.GgufInfo) -> str | None:
@@ -296,7 +292,7 @@ def engine_for(settings: Settings, config) -> LocalEngine | RemoteEngine:
         info = llmstore.find(settings, config.active_model)
         if info is None:
             raise LlmError(f"model {config.active_model!r} is not in the model store")
-        key = (info.name, config.context_size or min(info.context_length or 4096, settings_context_cap()),
+        key = (info.name, config.context_size or min(info.context_length or 4096, default_context_cap()),
                config.num_gpu_layers)
         if _engine is None or _engine.key != key:
             unload()

@@ -80,7 +80,7 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     row = llm_config.current()
     engine = llm.engine_for(settings, row)
     chat = Chat.get_by_id(job.chat_id)
-    context = engine.context_size or row.context_size or llm.settings_context_cap()
+    context = engine.context_size or row.context_size or llm_config.default_context_cap()
     assembled = assemble(chat, count=engine.count_tokens, context_size=context)
     state = {"responding": False}
 
@@ -125,7 +125,7 @@ def _completion(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     engine = llm.engine_for(settings, row)
     params = job.params
     transcript = params.get("transcript_text", "")
-    context = engine.context_size or llm.settings_context_cap()
+    context = engine.context_size or llm_config.default_context_cap()
     system = "You answer questions about the transcript below. Base every answer on it.\n\n"
     budget = context - params.get("max_tokens", 500) - 64
     tokens = engine.count_tokens(transcript)
@@ -162,7 +162,7 @@ def _summary(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     engine = llm.engine_for(settings, row)
     params = job.params
     text, max_words, style = params["text"], params["max_length"], SUMMARY_STYLES[params["format"]]
-    context = engine.context_size or llm.settings_context_cap()
+    context = engine.context_size or llm_config.default_context_cap()
     out_tokens = min(int(max_words * 1.6) + 16, context // 3)
     budget = context - out_tokens - 160
     parts = _split_to_fit(text, count=engine.count_tokens, budget=budget)
