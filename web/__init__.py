@@ -18,13 +18,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
     from parley.redisconn import client as redis_client
     from parley.templates import ensure_system_templates
+    from web.admin import admin_bp
+    from web.auth import install_access_control
     from web.analysis import analysis_bp
     from web.chats import chats_bp
+    from web.dashboard import dashboard_bp
     from web.docs import docs_bp
     from web.errors import register_error_handlers
     from web.llm import llm_bp
     from web.meta import meta_bp
+    from web.metrics import install_metrics, metrics_bp
     from web.model_pulls import model_pulls_bp
+    from web.processes import processes_bp
     from web.retranslate import retranslate_bp
     from web.search import search_bp
     from web.sessions import sessions_bp
@@ -58,11 +63,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["parley_redis"] = redis_client(settings.redis_url)
 
     for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp, templates_bp, usage_bp,
-                      model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp):
+                      model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp,
+                      admin_bp, processes_bp, metrics_bp, dashboard_bp):
         app.register_blueprint(blueprint)
     sock.init_app(app)
     register_error_handlers(app)
     _register_request_headers(app)
+    install_access_control(app)
+    install_metrics(app)
 
     app.teardown_request(discard_unclaimed_uploads)
 

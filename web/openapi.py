@@ -2421,6 +2421,8 @@ TAGS.append({"name": "system", "description": "Health, readiness, queue counts, 
 TAGS.append({"name": "search", "description": "Full-text search over transcripts and chats, and rebuilding its index"})
 TAGS.append({"name": "analysis", "description": "Questions asked across several sessions, answered map-reduce "
              "style by the language model, with progress streamed as Server-Sent Events"})
+TAGS.append({"name": "admin", "description": "Backup and restore of all data, and resetting it"})
+TAGS.append({"name": "monitoring", "description": "The queue dashboard, Prometheus metrics and the deployment's processes"})
 
 
 def openapi_document(*, server_url: str | None = None) -> dict:
@@ -2443,6 +2445,11 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.openapi_system import system_paths
 
     paths.update(system_paths())
+    from web.openapi_admin import admin_paths
+    from web.openapi_monitoring import monitoring_paths
+
+    paths.update(admin_paths())
+    paths.update(monitoring_paths())
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {
