@@ -20,6 +20,9 @@ from parley.config import ensure_dirs, get_settings
 log = logging.getLogger(__name__)
 
 WORKER_KEY_PREFIX = "parley:worker:"
+# The last heartbeat of each worker name, kept after the worker stops, so a gone worker reads "exited".
+LAST_BEAT_KEY_PREFIX = "parley:lastbeat:"
+LAST_BEAT_TTL_S = 24 * 3600
 HEARTBEAT_INTERVAL_S = 5.0
 
 
@@ -35,9 +38,12 @@ class WorkerBoot(Middleware):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         from models import migrate
+        from parley.logs import configure_logging
 
         settings = get_settings()
         ensure_dirs(settings)
+        path = configure_logging(process_name(), log_dir=settings.log_dir)
+        log.info("worker %s (pid %d) booting; log file %s", process_name(), os.getpid(), path)
         migrate(settings.database_url)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -63,6 +69,8 @@ class WorkerHeartbeat(Middleware):
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self.key = f"{WORKER_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.info = {
+            "name": process_name(),
+            "log": f"{process_name()}.log",
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "queues": queues,
@@ -70,12 +78,16 @@ class WorkerHeartbeat(Middleware):
             "diarization": diarization_available(),
             "started_at": time.time(),
         }
+        log.info("worker %s (pid %d) consuming queues %s on device %s", self.info["name"], os.getpid(),
+                 ", ".join(queues), self.info["device"])
         threading.Thread(target=self._beat, name="parley-heartbeat", daemon=True).start()
 
     def before_worker_shutdown(self, broker, worker) -> None:
         self._stop.set()
         try:
             self._redis.delete(self.key)
+            last = dict(self.info, busy=[], seen_at=time.time(), stopped_at=time.time())
+            self._redis.set(LAST_BEAT_KEY_PREFIX + self.info["name"], json.dumps(last), ex=LAST_BEAT_TTL_S)
         except (redis.RedisError, AttributeError):
             pass
 
@@ -98,9 +110,32 @@ class WorkerHeartbeat(Middleware):
                 state = dict(self.info, busy=sorted(self.current.values()), seen_at=time.time(),
                              llm_resident=resident() if resident else None)
                 self._redis.set(self.key, json.dumps(state), ex=int(self.interval_s * 3))
+                self._redis.set(LAST_BEAT_KEY_PREFIX + self.info["name"], json.dumps(state), ex=LAST_BEAT_TTL_S)
             except Exception as exc:  # noqa: BLE001  (a dead heartbeat would make a live worker look dead)
                 log.warning("worker heartbeat failed: %s", exc)
             self._stop.wait(self.interval_s)
+
+
+def process_name() -> str:
+    """This process's name (PARLEY_PROCESS_NAME, set per Procfile line); without one, its queues joined by '-'."""
+    name = os.environ.get("PARLEY_PROCESS_NAME")
+    if name:
+        return name
+    argv = sys.argv
+    queues = []
+    if "--queues" in argv:  # dramatiq's own command line: ... --queues asr asr_quick [--other ...]
+        for arg in argv[argv.index("--queues") + 1:]:
+            if arg.startswith("-"):
+                break
+            queues.append(arg)
+    return "-".join(queues) or "worker"
+
+
+def last_beats(conn: redis.Redis) -> list[dict]:
+    """The last heartbeat of every worker name seen in the past day, alive or not."""
+    keys = list(conn.scan_iter(match=LAST_BEAT_KEY_PREFIX + "*", count=200))
+    values = conn.mget(keys) if keys else []
+    return [json.loads(v) for v in values if v]
 
 
 def diarization_available() -> bool:

@@ -36,6 +36,7 @@ class Settings:
     retranslate_wait_s: float  # PARLEY_RETRANSLATE_WAIT_S, default 30: how long the web tier waits for a re-transcription
     heartbeat_s: float  # PARLEY_HEARTBEAT_S, default 15: idle interval between stream heartbeats
     job_max_retries: int  # PARLEY_JOB_MAX_RETRIES, default 3: redeliveries of a failing transcription
+    log_dir: Path  # PARLEY_LOG_DIR, default <data_dir>/logs: one rotating log file per process
 
     @property
     def audio_dir(self) -> Path:
@@ -69,6 +70,7 @@ def get_settings() -> Settings:
         retranslate_wait_s=float(env.get("PARLEY_RETRANSLATE_WAIT_S", "30")),
         heartbeat_s=float(env.get("PARLEY_HEARTBEAT_S", "15")),
         job_max_retries=int(env.get("PARLEY_JOB_MAX_RETRIES", "3")),
+        log_dir=Path(env.get("PARLEY_LOG_DIR", str(data_dir / "logs"))).resolve(),
     )
 
 

@@ -1,7 +1,6 @@
 """The Flask web tier: validates, persists and enqueues; relays job events; never runs a model."""
 from __future__ import annotations
 
-import logging
 import os
 import time
 import uuid
@@ -16,6 +15,7 @@ sock = Sock()
 
 def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
+    from parley.logs import configure_logging
     from parley.redisconn import client as redis_client
     from parley.templates import ensure_system_templates
     from web.admin import admin_bp
@@ -43,7 +43,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or get_settings()
     ensure_dirs(settings)
-    logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"))
+    configure_logging(os.environ.get("PARLEY_PROCESS_NAME", "web"), log_dir=settings.log_dir)
 
     app = Flask(__name__)
     app.request_class = StreamingRequest
