@@ -1,6 +1,304 @@
 """The operators' queue dashboard: a server-rendered page kept live over SSE."""
 from __future__ import annotations
 
-from flask import Blueprint
+import json
+import time
+from dataclasses import asdict
 
-dashboard_bp = Blueprint("dashboard", __name__, url_prefix=None)
+import redis
+from flask import Blueprint, Response, current_app, jsonify, render_template, stream_with_context
+
+from jobs import queues
+from jobs.middleware import alive_workers
+from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Session, db
+from parley import events
+from web.errors import ApiError, not_found
+
+dashboard_bp = Blueprint("dashboard", __name__, url_prefix=None, template_folder="pages",
+                         static_folder="pages/static", static_url_path="/dashboard/static")
+
+TICK_S = 1.0  # how often the stream looks for changes
+KEEPALIVE_S = 5.0  # a comment at least this often: proxies keep the stream open, and a gone client is noticed
+STREAM_MAX_S = 600.0  # then the stream ends and EventSource reconnects, so no thread is held forever
+RECENT = 25  # finished jobs shown per kind, besides every unfinished one
+ACTIVE_LIMIT = 200  # unfinished jobs shown per kind at most: a flooded queue must not make the page huge
+TERMINAL = ("completed", "failed", "canceled")
+CANCELED_BY_OPERATOR = "Canceled by the operator (dashboard)"
+REQUEUED_BY_OPERATOR = "Re-queued by the operator from the dead letters (dashboard)"
+
+
+def _redis() -> redis.Redis:
+    return current_app.extensions["parley_redis"]
+
+
+def _declared_queues() -> list[str]:
+    from jobs import QUEUES
+
+    return list(QUEUES)
+
+
+# --- the snapshot ----------------------------------------------------------------------------------
+def snapshot() -> dict:
+    """Everything the page shows, as JSON: queues, workers, dead letters, recent and running jobs."""
+    state = {"generated_at": time.time(), "redis_error": None, "queues": [], "workers": [], "dead_letters": []}
+    try:
+        conn = _redis()
+        names = queues.queue_names(conn, declared=_declared_queues())
+        state["queues"] = [asdict(queues.counts(conn, name)) for name in names]
+        state["workers"] = sorted(({"id": f"{w.get('host')}:{w.get('pid')}", **w} for w in alive_workers(conn)),
+                                  key=lambda w: w["id"])
+        state["dead_letters"] = _with_job_errors([asdict(d) for name in names
+                                                  for d in queues.dead_letters(conn, name, limit=50)])
+    except redis.RedisError as exc:
+        state["redis_error"] = f"Redis is unavailable: {type(exc).__name__}: {exc}"
+    state["jobs"] = job_rows(state["generated_at"])
+    return state
+
+
+def _with_job_errors(letters: list[dict]) -> list[dict]:
+    """A message failed by `throws` (the job is marked failed and retrying would not help) keeps no
+    traceback: the error then comes from the job it names."""
+    wanted = {d["args"][0] for d in letters if not d["error"] and d["args"] and isinstance(d["args"][0], str)}
+    if not wanted:
+        return letters
+    errors = {j.id: j.error for j in Job.select(Job.id, Job.error).where(Job.id.in_(wanted))}
+    errors.update({j.id: j.error for j in LlmJob.select(LlmJob.id, LlmJob.error).where(LlmJob.id.in_(wanted))})
+    for d in letters:
+        if not d["error"] and d["args"] and isinstance(d["args"][0], str):
+            d["error"] = errors.get(d["args"][0]) or ""
+    return letters
+
+
+def _pick(model, active_where, finished_where, order):
+    """Every unfinished row (up to ACTIVE_LIMIT) and the RECENT newest finished ones."""
+    active = list(model.select().where(active_where).order_by(order.desc()).limit(ACTIVE_LIMIT))
+    return active + list(model.select().where(finished_where).order_by(order.desc()).limit(RECENT))
+
+
+def _duration(start: float | None, end: float | None, now: float) -> float | None:
+    return None if start is None else round(max(0.0, (end or now) - start), 1)
+
+
+def job_rows(now: float) -> list[dict]:
+    rows = []
+    for j in _pick(Job, Job.status.not_in(TERMINAL), Job.status.in_(TERMINAL), Job.created_at):
+        rows.append({"id": j.id, "kind": j.kind, "queue": "asr" if j.kind == "transcribe" else "asr_quick",
+                     "status": j.status, "progress": round(j.progress, 1), "message": j.message, "error": j.error,
+                     "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
+                     "duration_s": _duration(j.started_at, j.finished_at, now), "worker": j.worker,
+                     "cancelable": j.status not in TERMINAL})
+    for j in _pick(LlmJob, LlmJob.status.not_in(TERMINAL), LlmJob.status.in_(TERMINAL), LlmJob.created_at):
+        # LLM jobs record no start: their duration runs from creation, once a worker has taken them.
+        begun = None if j.status == "queued" else j.created_at
+        rows.append({"id": j.id, "kind": j.kind, "queue": "llm", "status": j.status, "progress": round(j.progress, 1),
+                     "message": j.message, "error": j.error, "created_at": j.created_at, "started_at": None,
+                     "finished_at": j.finished_at, "duration_s": _duration(begun, j.finished_at, now), "worker": None,
+                     "cancelable": j.status not in TERMINAL})
+    analyses = _pick(AnalysisJob, AnalysisJob.status.not_in(TERMINAL), AnalysisJob.status.in_(TERMINAL),
+                     AnalysisJob.created_at_ms)
+    done = _analysis_progress([a.id for a in analyses])
+    for a in analyses:
+        created, finished = a.created_at_ms / 1000, (a.completed_at_ms / 1000 if a.completed_at_ms else None)
+        rows.append({"id": str(a.id), "kind": "analysis", "queue": "llm", "status": a.status,
+                     "progress": 100.0 if a.status == "completed" else done.get(a.id, 0.0), "message": a.short_prompt,
+                     "error": a.error_message, "created_at": created, "started_at": None, "finished_at": finished,
+                     "duration_s": _duration(None if a.status == "pending" else created, finished, now),
+                     "worker": None, "cancelable": a.status not in (*TERMINAL, "canceling")})
+    rows.sort(key=lambda r: r["created_at"], reverse=True)
+    return rows
+
+
+def _analysis_progress(ids: list[int]) -> dict[int, float]:
+    """Share of each analysis job's sessions already answered, in percent."""
+    if not ids:
+        return {}
+    from peewee import Case, fn
+
+    query = (AnalysisSummary.select(AnalysisSummary.analysis_job, fn.COUNT(AnalysisSummary.id).alias("total"),
+                                    fn.SUM(Case(None, [(AnalysisSummary.status == "completed", 1)], 0)).alias("done"))
+             .where(AnalysisSummary.analysis_job.in_(ids)).group_by(AnalysisSummary.analysis_job).dicts())
+    return {r["analysis_job"]: round(100.0 * (r["done"] or 0) / r["total"], 1) for r in query if r["total"]}
+
+
+# --- pages and streams -----------------------------------------------------------------------------
+@dashboard_bp.get("/dashboard")
+def page():
+    return render_template("dashboard.html", state=snapshot(), fmt_time=_clock, fmt_duration=_duration_text)
+
+
+@dashboard_bp.get("/dashboard/state")
+def state():
+    return jsonify(snapshot())
+
+
+@dashboard_bp.get("/dashboard/stream")
+def stream():
+    """A `snapshot` event at once and whenever something changed (looked at every second); comments between."""
+
+    def frames():
+        yield "retry: 2000\n\n"
+        started = last_sent = time.monotonic()
+        previous = None
+        while time.monotonic() - started < STREAM_MAX_S:
+            current = snapshot()
+            # generated_at always moves, and durations of running jobs tick: they alone are no news.
+            signature = json.dumps({**current, "generated_at": 0,
+                                    "jobs": [{**j, "duration_s": None} for j in current["jobs"]]}, sort_keys=True)
+            if signature != previous:
+                previous, last_sent = signature, time.monotonic()
+                yield f"event: snapshot\ndata: {json.dumps(current, separators=(',', ':'))}\n\n"
+            elif time.monotonic() - last_sent >= KEEPALIVE_S:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            if not db.is_closed():
+                db.close()  # hold no database connection while asleep
+            time.sleep(TICK_S)
+
+    return Response(stream_with_context(frames()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"})
+
+
+# --- dead letters ----------------------------------------------------------------------------------
+def _queue_or_404(queue: str) -> str:
+    known = queues.queue_names(_redis(), declared=_declared_queues())
+    if queue not in known:
+        raise not_found(f"unknown queue {queue!r}; the queues are {', '.join(known)}")
+    return queue
+
+
+def _no_redis(exc: redis.RedisError) -> ApiError:
+    return ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); nothing was changed")
+
+
+@dashboard_bp.post("/dashboard/dead-letters/<queue>/<message_id>/retry")
+def retry_dead_letter(queue: str, message_id: str):
+    """Back to the queue's waiting list; a job it names that had failed is made queued again, so it runs."""
+    try:
+        queue = _queue_or_404(queue)
+        letter = queues.dead_letter(_redis(), queue, message_id)
+        if letter is None:
+            raise not_found(f"queue {queue!r} has no dead letter {message_id!r}")
+        # The job first: a worker that takes the message at once must find it queued, not failed.
+        requeued = _requeue_failed_job(letter)
+        if queues.retry_dead_letter(_redis(), queue, message_id) is None:
+            raise not_found(f"queue {queue!r} has no dead letter {message_id!r} (it was just retried or deleted)")
+    except redis.RedisError as exc:
+        raise _no_redis(exc) from None
+    return jsonify(retried=True, queue=queue, message_id=message_id, actor=letter.actor, job_id=requeued)
+
+
+@dashboard_bp.delete("/dashboard/dead-letters/<queue>/<message_id>")
+def delete_dead_letter(queue: str, message_id: str):
+    try:
+        queue = _queue_or_404(queue)
+        if not queues.delete_dead_letter(_redis(), queue, message_id):
+            raise not_found(f"queue {queue!r} has no dead letter {message_id!r}")
+    except redis.RedisError as exc:
+        raise _no_redis(exc) from None
+    return jsonify(deleted=True, queue=queue, message_id=message_id)
+
+
+def _requeue_failed_job(letter: queues.DeadLetter) -> str | None:
+    """Make the failed job a dead letter names runnable again (a worker skips finished jobs); its id, or None."""
+    job_id = letter.args[0] if letter.args else None
+    if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
+        job = Job.get_or_none(Job.id == job_id)
+        if job is None or job.status != "failed":
+            return None
+        with db.atomic():
+            # A failed job's segments are gone (workers.pipeline.fail), so it starts again from the beginning.
+            event = events.record_status(job, status="queued", message=REQUEUED_BY_OPERATOR, error=None, progress=0.0,
+                                         attempts=0, chunks_done=0, chunk_progress=0.0, finished_at=None)
+            if job.session_id:
+                Session.update(status="queued", error_message=None).where(
+                    (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
+        events.publish(event)
+        return job.id
+    if letter.actor == "generate" and isinstance(job_id, str):
+        changed = LlmJob.update(status="queued", error=None, message=REQUEUED_BY_OPERATOR, finished_at=None,
+                                updated_at=time.time()).where(
+            (LlmJob.id == job_id) & (LlmJob.status == "failed")).execute()
+        return job_id if changed else None
+    if letter.actor == "analyze" and isinstance(job_id, int):
+        changed = AnalysisJob.update(status="pending", error_message=None, completed_at_ms=None).where(
+            (AnalysisJob.id == job_id) & (AnalysisJob.status == "failed")).execute()
+        return str(job_id) if changed else None
+    return None
+
+
+# --- cancel ----------------------------------------------------------------------------------------
+@dashboard_bp.post("/dashboard/jobs/<job_id>/cancel")
+def cancel_job(job_id: str):
+    """Cancel a transcription, LLM or analysis job (analysis ids are integers, the others UUIDs)."""
+    if job_id.isdigit():
+        from web.analysis import cancel as cancel_analysis
+
+        cancel_analysis(job_id)  # the analysis API's own cancel: 404 and 409 come from there
+        job = AnalysisJob.get_by_id(int(job_id))
+        return jsonify(id=str(job.id), kind="analysis", status=job.status,
+                       message=f"Cancellation of analysis job {job.id} requested"), 202
+    job = Job.get_or_none(Job.id == job_id)
+    if job is not None:
+        return _cancel_transcription(job)
+    llm_job = LlmJob.get_or_none(LlmJob.id == job_id)
+    if llm_job is not None:
+        return _cancel_llm(llm_job)
+    raise not_found(f"no transcription, LLM or analysis job {job_id!r}")
+
+
+def _cancel_transcription(job: Job):
+    """As the transcription reset does it, for one job: a worker running it stops at its next segment."""
+    now = time.time()
+    with db.atomic():
+        changed = Job.update(status="canceled", message=CANCELED_BY_OPERATOR, error=CANCELED_BY_OPERATOR,
+                             updated_at=now, finished_at=now).where(
+            (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
+        if changed:
+            job = Job.get_by_id(job.id)
+            if job.session_id:
+                kept = bool(job.params.get("retranscription")) and Paragraph.select().where(
+                    Paragraph.session == job.session_id).exists()
+                Session.update(status="completed" if kept else "failed", error_message=CANCELED_BY_OPERATOR).where(
+                    (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
+            event = events.record(job.id, "status", events.status_payload(job))
+    if not changed:
+        raise ApiError(409, f"job {job.id} is already {Job.get_by_id(job.id).status}; there is nothing to cancel")
+    events.publish(event)  # live streams of the job end with this status
+    try:
+        # Workers skip canceled jobs anyway; dropping the message keeps the waiting count honest.
+        queues.drop_waiting(_redis(), "asr" if job.kind == "transcribe" else "asr_quick", job.id)
+    except redis.RedisError:
+        pass
+    return jsonify(id=job.id, kind=job.kind, status="canceled", message=CANCELED_BY_OPERATOR), 202
+
+
+def _cancel_llm(job: LlmJob):
+    from web.chats import CANCEL_PREFIX
+
+    if job.status in TERMINAL:
+        raise ApiError(409, f"LLM job {job.id} is already {job.status}; there is nothing to cancel")
+    # A queued job ends here (the worker skips canceled ones); a running one stops at its next token.
+    now = time.time()
+    LlmJob.update(status="canceled", message=CANCELED_BY_OPERATOR, error=CANCELED_BY_OPERATOR, updated_at=now,
+                  finished_at=now).where((LlmJob.id == job.id) & (LlmJob.status == "queued")).execute()
+    try:
+        _redis().set(CANCEL_PREFIX + job.id, "1", ex=3600)
+    except redis.RedisError as exc:
+        raise _no_redis(exc) from None
+    status = LlmJob.get_by_id(job.id).status
+    return jsonify(id=job.id, kind=job.kind, status=status, message=CANCELED_BY_OPERATOR if status == "canceled"
+                   else f"Cancellation of LLM job {job.id} requested"), 202
+
+
+# --- template helpers ------------------------------------------------------------------------------
+def _clock(epoch: float | None) -> str:
+    # UTC, as the page's script shows it too: the server's and the browser's time zones may differ.
+    return "" if epoch is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
