@@ -1,6 +1,137 @@
 """Backup (export/import) and reset of all data: the admin area of the sessions API."""
 from __future__ import annotations
 
-from flask import Blueprint
+import datetime
+import logging
+import os
+
+import peewee
+import redis
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from models import ModelPull
+from parley import backup, search
+from parley.templates import ensure_system_templates
+from web.errors import ApiError, bad_request
+from web.transcribe import settings
+
+log = logging.getLogger(__name__)
 
 admin_bp = Blueprint("admin", __name__, url_prefix="/api/admin")
+
+MIB = 1024 * 1024
+
+
+def backup_max_mb() -> int:
+    """PARLEY_BACKUP_MAX_MB, default 65536: the largest backup an import accepts (MAX_UPLOAD_MB is per file)."""
+    return int(os.environ.get("PARLEY_BACKUP_MAX_MB", "65536"))
+
+
+def json_max_mb() -> int:
+    """PARLEY_BACKUP_MAX_JSON_MB, default 512: the largest JSON member of a backup an import reads."""
+    return int(os.environ.get("PARLEY_BACKUP_MAX_JSON_MB", str(backup.DEFAULT_MAX_JSON_BYTES // MIB)))
+
+
+@admin_bp.get("/export-data")
+def export_data():
+    snapshot = backup.take_snapshot(settings().audio_dir, settings().tmp_dir)
+    name = f"therascript-backup-{datetime.date.today().isoformat()}.tar"
+    response = Response(backup.tar_stream(snapshot), mimetype="application/x-tar", headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Content-Length": str(snapshot.tar_size)})
+    response.call_on_close(snapshot.close)
+    return response
+
+
+@admin_bp.post("/import-data")
+def import_data():
+    cfg = settings()
+    limit = backup_max_mb()
+    request.max_content_length = limit * MIB  # a backup holds many recordings: MAX_UPLOAD_MB is per file
+    try:
+        part = request.files.get("backupFile")
+    except RequestEntityTooLarge:
+        raise ApiError(413, f"the backup is larger than the limit of {limit} MB (PARLEY_BACKUP_MAX_MB)") from None
+    if part is None:
+        raise bad_request("backupFile is required: the multipart field with the .tar made by "
+                          "GET /api/admin/export-data")
+    part.stream.flush()
+    try:
+        restore = backup.read_archive(part.stream.path, cfg.tmp_dir, max_audio_bytes=cfg.max_upload_mb * MIB,
+                                      max_json_bytes=json_max_mb() * MIB)
+    except backup.BackupError as exc:
+        raise ApiError(400, f"backup refused, nothing was changed: {exc}",
+                       body={"member": exc.member, "reason": exc.reason}) from None
+    try:
+        restored = backup.apply_restore(restore, cfg.audio_dir)
+    except peewee.IntegrityError as exc:
+        raise ApiError(400, f"backup refused, nothing was changed: backupFile: its rows contradict each other "
+                            f"({exc})", body={"member": "backupFile", "reason": str(exc)}) from None
+    finally:
+        restore.discard()
+    ensure_system_templates()  # a hand-made backup may lack them; Parley's own prompts need them
+    warnings = []
+    try:
+        restored["queuedMessagesDropped"] = drop_queued_messages()
+    except redis.RedisError as exc:
+        warnings.append(f"queues: could not drop the old queue messages ({type(exc).__name__}: {exc})")
+    warnings += _rebuild_index()
+    return jsonify(message="Import successful. Data has been restored.", restored=restored, warnings=warnings)
+
+
+@admin_bp.post("/reset-all-data")
+def reset_all_data():
+    """Delete every session, transcript, chat, template, analysis and recording; keep system templates and LLM setup."""
+    errors: list[str] = []
+    counts: dict[str, int] = {}
+    try:
+        counts["queuedMessages"] = drop_queued_messages()  # first, so no worker starts on rows about to go
+    except redis.RedisError as exc:
+        errors.append(f"queues: {type(exc).__name__}: {exc}")
+    try:
+        deleted = backup.wipe_rows()
+        counts.update({key: deleted[member] for key, member in (
+            ("sessions", "sessions.json"), ("chats", "chats.json"), ("messages", "messages.json"),
+            ("templates", "templates.json"), ("analysisJobs", "analysis_jobs.json"))})
+        counts["systemTemplatesRecreated"] = ensure_system_templates()
+    except peewee.PeeweeException as exc:
+        errors.append(f"database: {type(exc).__name__}: {exc}")
+    try:
+        counts["audioFiles"] = backup.wipe_audio(settings().audio_dir)
+    except OSError as exc:
+        errors.append(f"audio files: {type(exc).__name__}: {exc}")
+    errors += _rebuild_index()
+    said = ", ".join(f"{counts[k]} {label}" for k, label in (
+        ("sessions", "sessions"), ("chats", "chats"), ("messages", "chat messages"), ("templates", "templates"),
+        ("analysisJobs", "analysis jobs"), ("audioFiles", "audio files"), ("queuedMessages", "queued messages"))
+        if k in counts)
+    message = (f"Reset {'finished with errors' if errors else 'complete'}: deleted {said or 'nothing'}; the search "
+               "index was emptied; the system templates, LLM settings and models were kept.")
+    return jsonify(message=message, deleted=counts, errors=errors), 500 if errors else 200
+
+
+def drop_queued_messages() -> int:
+    """Empty every queue (waiting and delayed messages); returns how many were dropped.
+
+    Model downloads are not part of the data: a pull still waiting for a worker is queued again.
+    """
+    from jobs import QUEUES, broker, pull_model
+    from jobs.queues import depth
+
+    conn = current_app.extensions["parley_redis"]
+    dropped = 0
+    for queue in QUEUES:
+        waiting = depth(conn, queue)
+        dropped += waiting["waiting"] + waiting["delayed"]
+        broker.flush(queue)
+    for pull in ModelPull.select(ModelPull.id).where(ModelPull.status == "queued"):
+        pull_model.send(pull.id)
+    return dropped
+
+
+def _rebuild_index() -> list[str]:
+    try:
+        return [f"search index: {e}" for e in search.rebuild()["errors"]]
+    except Exception as exc:  # noqa: BLE001  (the data stands; a reindex can be run again)
+        log.exception("search rebuild failed")
+        return [f"search index: {type(exc).__name__}: {exc}"]
