@@ -287,3 +287,18 @@ class AnalysisSummary(BaseModel):
 
 ALL_TABLES = [Session, Job, Segment, JobEvent, Paragraph, Chat, Message, Template, LlmSettings, LlmJob, ModelPull,
               UsageLog, AnalysisJob, AnalysisSummary]
+
+
+class ApiToken(BaseModel):
+    """A bearer token for the HTTP API, stored as its SHA-256 only (the token itself is shown once).
+
+    Kept out of ALL_TABLES on purpose: backups, imports and resets must never carry or wipe credentials.
+    """
+
+    name = peewee.TextField()
+    token_hash = peewee.TextField(unique=True)
+    prefix = peewee.TextField()  # the first characters, so operators can tell tokens apart
+    scopes = peewee.TextField()  # comma-separated: read, write, admin
+    created_at = peewee.FloatField(default=now)
+    last_used_at = peewee.FloatField(null=True)
+    revoked_at = peewee.FloatField(null=True)

@@ -1,4 +1,4 @@
-"""The `parley` operator command: sessions, jobs, re-transcription, stuck jobs, models, database.
+"""The `parley` operator command: sessions, jobs, re-transcription, stuck jobs, models, API tokens, database.
 
 It uses the same PARLEY_*, DATABASE_URL and REDIS_URL as the running stack and only does what the
 web tier does (rows in the database, messages on the queues), so it is safe while the stack runs.
@@ -309,6 +309,57 @@ def models_remove(name: str) -> None:
     except modelstore.ModelStoreError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"removed {name}" if removed else f"{name} was not in the store")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens (`Authorization: Bearer ...`). While none exists, Parley serves loopback clients only."""
+
+
+@tokens.command("create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(["read", "write", "admin"]), default=["read"],
+              show_default=True, help="read < write < admin; each includes the ones before it. Repeatable.")
+def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
+    """Create a token called NAME and print it (once: only its hash is stored)."""
+    from parley import api_tokens
+
+    _open_db()
+    try:
+        token, info = api_tokens.create(name, list(scopes))
+    except api_tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"created token {info.id} ({info.name}, scopes {','.join(info.scopes)}); keep it now, it is not shown again:",
+               err=True)
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
+def tokens_list(include_revoked: bool) -> None:
+    """Tokens: id, name, scopes, the first characters, when created and last used."""
+    from parley import api_tokens
+
+    _open_db()
+    click.echo(f"{'id':>4}  {'name':<20} {'scopes':<18} {'starts with':<14} {'created':<16}  {'last used':<16}  revoked")
+    for t in api_tokens.list_tokens(include_revoked=include_revoked):
+        click.echo(f"{t.id:>4}  {t.name:<20} {','.join(t.scopes):<18} {t.prefix + '...':<14} {_when(t.created_at):<16}  "
+                   f"{_when(t.last_used_at):<16}  {_when(t.revoked_at)}")
+
+
+@tokens.command("revoke")
+@click.argument("id_or_name")
+def tokens_revoke(id_or_name: str) -> None:
+    """Revoke the token with this id, or every live token with this name (effective at once)."""
+    from parley import api_tokens
+
+    _open_db()
+    try:
+        revoked = api_tokens.revoke(id_or_name)
+    except api_tokens.TokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    for t in revoked:
+        click.echo(f"revoked token {t.id} ({t.name})")
 
 
 @main.group()

@@ -132,6 +132,8 @@ class Stack:
             "PARLEY_BROKER_MAINTENANCE_CHANCE": "1000000",
             "PARLEY_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # Tests upload far faster than people do; tests/test_access.py checks the limit itself.
+            "PARLEY_RATE_LIMIT": "100000 per minute",
         })
         self.env.update(overrides)
         self.web: Process | None = None
@@ -139,10 +141,16 @@ class Stack:
         self.session = requests.Session()  # for the verbs without a helper below: session.patch(stack.url(...))
 
     def start_web(self) -> None:
-        self.web = Process("web", [str(VENV_BIN / "gunicorn"), "--worker-class", "gthread", "--workers", "1",
+        self.web = Process("web", [str(VENV_BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
+                                   "--worker-class", "gthread", "--workers", "1",
                                    "--threads", "32", "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "2",
-                                   "--no-control-socket", "web:create_app()"], self.env, self.tmp)
+                                   "--no-control-socket", "web:create_app()"], self.web_env(), self.tmp)
         wait_until(self._healthy, timeout=60, what=f"web tier ({self.web.log_path})")
+
+    def web_env(self) -> dict:
+        """The web tier's environment: /metrics sums its processes' counters from files in a fresh
+        PROMETHEUS_MULTIPROC_DIR per start, as the Procfile's `web:` line arranges (web/metrics.py)."""
+        return dict(self.env, PROMETHEUS_MULTIPROC_DIR=str(self.tmp / f"metrics-web-{uuid.uuid4().hex[:8]}"))
 
     def _healthy(self) -> bool:
         if self.web and not self.web.alive():
@@ -154,7 +162,7 @@ class Stack:
 
     def start_worker(self, name: str, *queues: str, wait: bool = True) -> Process:
         worker = Process(name, [str(VENV_BIN / "dramatiq"), "jobs", "--processes", "1", "--threads", "1",
-                                "--queues", *queues], self.env, self.tmp)
+                                "--queues", *queues], {**self.env, "PARLEY_PROCESS_NAME": name}, self.tmp)
         self.workers[name] = worker
         if wait:
             self.wait_worker_ready(worker)

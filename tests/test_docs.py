@@ -26,6 +26,8 @@ API_AREAS = {
     "search": ("/api/search", "get"),
     "analysis": ("/api/analysis-jobs", "post"),
     "system": ("/api/status/readiness", "get"),
+    "admin": ("/auth/login", "post"),
+    "monitoring": ("/dashboard", "get"),
 }
 
 

@@ -69,6 +69,9 @@ def test_chat_through_the_remote_server(remote_stack, remote_server):
     assert ai["text"] == "".join(e["chunk"] for e in events if "chunk" in e)
     # Counted by the server where it reports usage, else estimated from the prompt's length.
     assert events[-1]["promptTokens"] > 10
+    # The key went to the remote server on every call, but never into a log of ours.
+    logs = "".join(p.read_text(errors="replace") for p in remote_stack.tmp.rglob("*.log"))
+    assert logs and TOKEN not in logs
 
 
 def test_a_refused_token_is_an_error_event(remote_stack, remote_server):

@@ -1,7 +1,7 @@
 """Health, readiness, active counts, GPU figures without a GPU, and the transcription reset."""
 from __future__ import annotations
 
-from conftest import AUDIO, free_port, running_stack, wait_until
+from conftest import AUDIO, RedisServer, running_stack, wait_until
 from test_sessions_api import upload, wait_session
 
 
@@ -15,11 +15,28 @@ def test_health_and_readiness(stack):
     assert ready["services"]["llm"] == "disconnected"  # ... and no llm worker
 
 
-def test_readiness_without_redis_is_still_ready(tmp_path, redis_server, models_ready):
-    with running_stack(tmp_path, redis_server, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0") as dead:
-        ready = dead.get("/api/status/readiness")
-        assert ready.status_code == 200 and ready.json()["ready"] is True
-        assert ready.json()["services"]["whisper"] == "disconnected"
+def test_readiness_while_redis_is_stopped_and_after_it_comes_back(tmp_path):
+    for folder in ("own-redis", "stack"):
+        (tmp_path / folder).mkdir()
+    redis = RedisServer(tmp_path / "own-redis")
+    redis.start()
+    try:
+        with running_stack(tmp_path / "stack", redis) as s:
+            assert s.get("/api/status/readiness").status_code == 200
+            redis.stop()
+            down = s.get("/api/status/readiness")
+            assert down.status_code == 503 and down.json()["ready"] is False
+            assert down.json()["services"]["redis"] == "disconnected"
+            assert down.json()["services"]["database"] == "connected"
+            assert "Redis" in down.json()["message"]
+            # Reading stored data does not need the queue.
+            assert s.get("/api/sessions").status_code == 200
+            redis.start()  # same port, as a restarted server would be
+            wait_until(lambda: s.get("/api/status/readiness").status_code == 200, timeout=30, what="readiness back")
+            back = s.get("/api/status/readiness").json()
+            assert back["ready"] is True and back["services"]["redis"] == "connected" and "message" not in back
+    finally:
+        redis.stop()
 
 
 def test_gpu_stats_without_a_gpu(stack):

@@ -8,8 +8,9 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-_NAMES = {400: "BadRequestError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError", 416: "RangeNotSatisfiableError",
-          415: "UnsupportedMediaTypeError", 429: "TooManyRequestsError", 503: "ServiceUnavailableError"}
+_NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 403: "ForbiddenError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError", 416: "RangeNotSatisfiableError",
+          415: "UnsupportedMediaTypeError", 429: "TooManyRequestsError", 503: "ServiceUnavailableError",
+          507: "InsufficientStorageError"}
 
 
 class ApiError(Exception):
@@ -43,6 +44,8 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
+        if exc.response is not None:  # a response already made for this error (the rate limiter's 429)
+            return exc.response
         message = exc.description or exc.name
         if exc.code == 413:
             message = f"the upload is larger than the limit of {app.config['MAX_UPLOAD_MB']} MB"

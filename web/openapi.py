@@ -1095,6 +1095,11 @@ def components() -> dict[str, Any]:
     schemas.update(analysis_schemas())
     return {
         "schemas": schemas,
+        "securitySchemes": {"bearerToken": {
+            "type": "http", "scheme": "bearer",
+            "description": "An API token from `parley tokens create` (scopes read < write < admin). While no token "
+            "exists Parley serves loopback clients without one. Missing token: 401; scope too low: 403; too many "
+            "uploads, chat messages or analyses for one token: 429 with Retry-After."}},
         "headers": {
             "X-Request-ID": {
                 "description": "Request id, echoed in logs",
@@ -2421,7 +2426,7 @@ TAGS.append({"name": "system", "description": "Health, readiness, queue counts, 
 TAGS.append({"name": "search", "description": "Full-text search over transcripts and chats, and rebuilding its index"})
 TAGS.append({"name": "analysis", "description": "Questions asked across several sessions, answered map-reduce "
              "style by the language model, with progress streamed as Server-Sent Events"})
-TAGS.append({"name": "admin", "description": "Backup and restore of all data, and resetting it"})
+TAGS.append({"name": "admin", "description": "Backup, restore and reset of all data; signing in to the operator pages"})
 TAGS.append({"name": "monitoring", "description": "The queue dashboard, Prometheus metrics and the deployment's processes"})
 
 
@@ -2442,9 +2447,10 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
-    from web.openapi_system import system_paths
+    from web.openapi_system import access_paths, system_paths
 
     paths.update(system_paths())
+    paths.update(access_paths())
     from web.openapi_admin import admin_paths
     from web.openapi_monitoring import monitoring_paths
 
@@ -2464,5 +2470,7 @@ def openapi_document(*, server_url: str | None = None) -> dict:
         document["servers"] = [{"url": server_url.rstrip("/") or "/"}]
     document["tags"] = [dict(tag) for tag in TAGS]
     document["paths"] = paths
+    # A token, or none at all (loopback deployments without tokens); health, docs and sign-in are always open.
+    document["security"] = [{"bearerToken": []}, {}]
     document["components"] = components()
     return document

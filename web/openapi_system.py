@@ -38,12 +38,14 @@ def system_paths() -> dict[str, Any]:
     health = obj({"status": string(enum=["OK", "DEGRADED"]), "database": STATE, "elasticsearch": STATE,
                   "timestamp": string("ISO 8601")})
     ready = obj({"ready": boolean("True when the database is usable"), "timestamp": string("ISO 8601"),
-                 "services": obj({"database": STATE, "elasticsearch": STATE, "llm": STATE, "whisper": STATE})})
+                 "services": obj({"database": STATE, "redis": STATE, "elasticsearch": STATE, "llm": STATE,
+                                  "whisper": STATE}),
+                 "message": string("Only when not ready: what is missing")})
     return {
         "/api/health": {"get": operation("system", "api_health", "Database and search health", {
             "200": response("Both answer", health), "503": response("One of them does not", health)})},
         "/api/status/readiness": {"get": operation("system", "readiness", "Whether the backend is ready", {
-            "200": response("Ready (the database is usable)", ready), "503": response("Not ready", ready)},
+            "200": response("Ready (the database and the job queue answer)", ready), "503": response("Not ready", ready)},
             description="llm and whisper say whether a worker for that queue is alive; they do not block readiness.")},
         "/api/jobs/active-count": {"get": operation("system", "active_count", "Transcriptions and analyses in progress", {
             "200": response("Counts", obj({"total": integer(), "transcription": integer(), "analysis": integer()}))})},
@@ -56,4 +58,24 @@ def system_paths() -> dict[str, Any]:
         "/api/system/gpu-stats": {"get": operation("system", "gpu_stats", "GPU and system memory figures", {
             "200": response("Figures (cached 1.5 s); available:false and real system memory without a GPU",
                             gpu_stats_schema())})},
+    }
+
+
+def access_paths() -> dict[str, Any]:
+    """The browser sign-in for the operator pages (web/auth.py); API clients send a Bearer token instead."""
+    page = response("The sign-in form", string(), media_type="text/html")
+    form = {"required": True, "content": {"application/x-www-form-urlencoded": {"schema": obj(
+        {"token": string("An API token"), "next": string("Where to go afterwards (a path on this server)")})}}}
+    redirect = response("Signed in: the parley_token cookie (HttpOnly, SameSite=Strict) is set; redirect to `next`",
+                        headers={"Location": {"schema": string()}})
+    return {
+        "/auth/login": {
+            "get": operation("admin", "login_form", "The sign-in form for the dashboard", {"200": page}),
+            "post": operation("admin", "login", "Sign in with an API token", {
+                "303": redirect, "400": response("No token given", string(), media_type="text/html"),
+                "401": response("Unknown or revoked token", string(), media_type="text/html")},
+                request_body=form),
+        },
+        "/auth/logout": {"post": operation("admin", "logout", "Sign out (clears the cookie)", {
+            "303": response("Signed out; redirect to the sign-in form", headers={"Location": {"schema": string()}})})},
     }

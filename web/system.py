@@ -62,14 +62,17 @@ def health():
 
 @system_bp.get("/status/readiness")
 def readiness():
-    """Ready when the database is usable (the sessions client then lets users in); the rest is informational."""
-    workers = _workers() or []
-    queues = {q for w in workers for q in w.get("queues", [])}
-    database = _database_ok()
-    body = {"ready": database, "timestamp": _now_iso(), "services": {
-        "database": _state(database), "elasticsearch": _state(_search_ok()),
+    """Ready when the database and the job queue answer; whether workers are up is informational."""
+    workers = _workers()
+    queues = {q for w in workers or [] for q in w.get("queues", [])}
+    database, queue = _database_ok(), workers is not None
+    body = {"ready": database and queue, "timestamp": _now_iso(), "services": {
+        "database": _state(database), "redis": _state(queue), "elasticsearch": _state(_search_ok()),
         "llm": _state("llm" in queues), "whisper": _state("asr" in queues)}}
-    return jsonify(body), 200 if database else 503
+    if not body["ready"]:
+        missing = [name for name, ok in (("the database", database), ("Redis (the job queue)", queue)) if not ok]
+        body["message"] = f"{' and '.join(missing)} cannot be reached; uploads and jobs wait until it is back"
+    return jsonify(body), 200 if body["ready"] else 503
 
 
 @system_bp.get("/jobs/active-count")

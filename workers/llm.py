@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import requests
 
 from parley import llmstore
+from parley.logs import register_secret
 from parley.llm_config import default_context_cap
 from parley.config import Settings
 
@@ -196,6 +197,7 @@ class RemoteEngine:
         self.model = model
         self.session = requests.Session()
         if token:
+            register_secret(token)  # the key must never reach a log line, with or without "Bearer"
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.timeout_s = timeout_s
         self.key = remote_key(base_url, model, token)

@@ -1,0 +1,22 @@
+"""gunicorn settings for Parley's web tier (read from the working directory; the Procfile runs it from here).
+
+Its one job: refuse to listen beyond loopback while no API token exists, and say at start-up which it is.
+"""
+import os
+
+
+def on_starting(server):
+    from web.auth import OPT_OUT_ENV, bind_refusal, tokens_configured_safely
+
+    configured = tokens_configured_safely()
+    opted_out = os.environ.get(OPT_OUT_ENV, "").strip().lower() in {"1", "true", "yes"}
+    refusal = bind_refusal(list(server.cfg.bind), tokens_configured=configured, opted_out=opted_out)
+    if refusal:
+        raise SystemExit(f"parley: {refusal}")
+    if configured:
+        server.log.info("parley: API tokens are configured; every request except health and docs needs one")
+    elif opted_out:
+        server.log.warning("parley: no API token and %s=1: serving %s WITHOUT access control",
+                           OPT_OUT_ENV, ", ".join(server.cfg.bind))
+    else:
+        server.log.info("parley: no API token configured: serving loopback clients only (%s)", ", ".join(server.cfg.bind))
