@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,20 +24,44 @@ SQLITE_PRAGMAS = {
     "journal_mode": "wal",  # readers never block the writer: web and workers share the file
     "foreign_keys": 1,
     "synchronous": "normal",  # safe with WAL, and much faster than full
-    "busy_timeout": 10000,  # ms a writer waits for the lock instead of failing at once
 }
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def lock_timeout_s() -> float:
+    """PARLEY_DB_TIMEOUT_S, default 10: how long a statement waits for a lock held by someone else
+    (SQLite's busy timeout, PostgreSQL's lock_timeout) or for a connection, before it fails."""
+    raw = os.environ.get("PARLEY_DB_TIMEOUT_S", "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"PARLEY_DB_TIMEOUT_S must be a number of seconds, got {raw!r}") from None
+    if not 0 < value <= 3600:
+        raise ValueError(f"PARLEY_DB_TIMEOUT_S must be between 0 and 3600 seconds, got {raw!r}")
+    return value
 
 
 def open_database(url: str) -> peewee.Database:
+    timeout = lock_timeout_s()
     if url.startswith("sqlite:///"):
         path = url[len("sqlite:///"):]
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return peewee.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=10)
+        # A writer waits this long for the lock, then fails with "database is locked" (a 503 in the web tier).
+        pragmas = {**SQLITE_PRAGMAS, "busy_timeout": int(timeout * 1000)}
+        return peewee.SqliteDatabase(path, pragmas=pragmas, timeout=timeout)
     if url.startswith(("postgres://", "postgresql://")):
         kwargs = parse(url)
+        # Without lock_timeout a statement behind someone's table lock waits forever; without
+        # connect_timeout an unreachable server hangs the request. Both fail instead, after `timeout`.
+        options = f"-c lock_timeout={int(timeout * 1000)}"
+        kwargs["options"] = f"{kwargs['options']} {options}" if kwargs.get("options") else options
+        kwargs.setdefault("connect_timeout", max(1, math.ceil(timeout)))
+        # The pool checks a connection on check-out (a round trip), so connections the server dropped
+        # (a restart, pg_terminate_backend) are replaced instead of failing the next requests.
         return PooledPostgresqlDatabase(
-            kwargs.pop("database"), max_connections=32, stale_timeout=300, timeout=10, **kwargs
+            kwargs.pop("database"), max_connections=32, stale_timeout=300, timeout=timeout, **kwargs
         )
     raise ValueError(f"DATABASE_URL must start with sqlite:/// or postgresql://, got {url!r}")
 
@@ -59,11 +85,14 @@ def init_db(url: str) -> peewee.Database:
 def _migration_lock(database: peewee.Database):
     # The web tier and every worker migrate at start-up; the lock makes them take turns.
     if isinstance(database, peewee.PostgresqlDatabase):
+        # Waiting for another process's migrations may take longer than lock_timeout: wait as long as it takes.
+        database.execute_sql("SET lock_timeout = 0")
         database.execute_sql("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             yield
         finally:
             database.execute_sql("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            database.execute_sql("RESET lock_timeout")
     else:
         with open(f"{database.database}.migrate-lock", "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)

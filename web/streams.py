@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 
+import peewee
 import redis
 
 from models import db
@@ -121,6 +122,21 @@ def _read_log(job_id: str, *, after: int, compact: bool) -> list[dict]:
         return events.read_log(job_id, after=after, compact=compact)
 
 
+def _read_log_patiently(job_id: str, *, after: int, compact: bool, heartbeat_s: float):
+    """`_read_log`, retried while the database is locked or unreachable; heartbeats keep the stream open
+    meanwhile, so a database hiccup delays the client's events instead of dropping its stream."""
+    failing = False
+    while True:
+        try:
+            return _read_log(job_id, after=after, compact=compact)
+        except (peewee.OperationalError, peewee.InterfaceError) as exc:
+            if not failing:
+                log.warning("cannot read the event log of job %s (%s); retrying", job_id, exc)
+                failing = True
+            yield HEARTBEAT
+            time.sleep(heartbeat_s)
+
+
 def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s: float) -> Iterator[dict | None]:
     """Events of one job, in order, each once; None means "send a heartbeat". Ends after a terminal status.
 
@@ -130,7 +146,8 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
     q = hub.register(job_id)
     try:
         sent = last_seq or 0
-        pending = _read_log(job_id, after=sent, compact=last_seq is None)
+        pending = yield from _read_log_patiently(job_id, after=sent, compact=last_seq is None,
+                                                 heartbeat_s=heartbeat_s)
         while True:
             for event in pending:
                 if event["seq"] <= sent:
@@ -146,7 +163,7 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
                 pending = []
                 continue
             if item is RESYNC or item["seq"] > sent + 1:
-                pending = _read_log(job_id, after=sent, compact=False)
+                pending = yield from _read_log_patiently(job_id, after=sent, compact=False, heartbeat_s=heartbeat_s)
             else:
                 pending = [item]
     finally:

@@ -67,20 +67,24 @@ def start_transcription(upload: StoredUpload, *, model_name: str, language: str 
     """Create the session and its job, log the first event and enqueue; nothing is left if any step fails."""
     from jobs import transcribe
 
-    with db.atomic():
-        session = Session.create(
-            file_name=upload.original_name, audio_path=upload.stored_name, audio_sha256=upload.sha256,
-            audio_bytes=upload.size, status="queued", num_speakers=num_speakers if diarize else None,
-            **session_fields,
-        )
-        job = Job.create(
-            id=str(uuid.uuid4()), session=session, kind="transcribe", model_name=model_name, language=language,
-            diarize=diarize, num_speakers=num_speakers, audio_path=upload.stored_name,
-            audio_sha256=upload.sha256, message="Queued for transcription",
-        )
-        session.whisper_job_id = job.id
-        session.save(only=[Session.whisper_job_id])
-        first = events.record(job.id, "status", events.status_payload(job))
+    try:
+        with db.atomic():
+            session = Session.create(
+                file_name=upload.original_name, audio_path=upload.stored_name, audio_sha256=upload.sha256,
+                audio_bytes=upload.size, status="queued", num_speakers=num_speakers if diarize else None,
+                **session_fields,
+            )
+            job = Job.create(
+                id=str(uuid.uuid4()), session=session, kind="transcribe", model_name=model_name, language=language,
+                diarize=diarize, num_speakers=num_speakers, audio_path=upload.stored_name,
+                audio_sha256=upload.sha256, message="Queued for transcription",
+            )
+            session.whisper_job_id = job.id
+            session.save(only=[Session.whisper_job_id])
+            first = events.record(job.id, "status", events.status_payload(job))
+    except Exception:
+        upload.path.unlink(missing_ok=True)  # the database refused (locked, full): keep no orphan recording
+        raise
 
     def undo():
         with db.atomic():

@@ -1,6 +1,7 @@
 """Uploads stream straight to a temporary file in the data directory, hashed as the bytes arrive."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -12,12 +13,15 @@ from pathlib import Path
 from flask import Request, current_app, g
 from werkzeug.datastructures import FileStorage
 
+from web.errors import disk_full, is_disk_full
+
 
 class HashingFile:
     """A write-through temporary file that keeps the sha256 and size of what was written."""
 
     def __init__(self, directory: Path):
-        fd, path = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory)
+        with _disk_full_is_507():
+            fd, path = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=directory)
         self.path = Path(path)
         self._file = os.fdopen(fd, "w+b")
         self.sha256 = hashlib.sha256()
@@ -26,7 +30,12 @@ class HashingFile:
     def write(self, data: bytes) -> int:
         self.sha256.update(data)
         self.size += len(data)
-        return self._file.write(data)
+        with _disk_full_is_507():
+            return self._file.write(data)
+
+    def flush(self) -> None:
+        with _disk_full_is_507():  # buffered bytes reach the disk here, so the disk may turn out full here
+            self._file.flush()
 
     def __getattr__(self, name):  # read/seek/flush/close for Werkzeug and FileStorage
         return getattr(self._file, name)
@@ -39,6 +48,18 @@ class StreamingRequest(Request):
         stream = HashingFile(current_app.config["PARLEY_SETTINGS"].tmp_dir)
         g.setdefault("upload_files", []).append(stream)
         return stream
+
+
+@contextlib.contextmanager
+def _disk_full_is_507():
+    # A full disk (or quota) mid-upload is the server's condition, not the client's mistake: 507, and
+    # the teardown below removes the partial file.
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full(exc) from None
+        raise
 
 
 def discard_unclaimed_uploads(exc=None) -> None:
@@ -75,8 +96,9 @@ def claim(part: FileStorage, directory: Path) -> StoredUpload:
     if not isinstance(stream, HashingFile):
         raise TypeError("upload was not received by StreamingRequest")
     stream.flush()
-    os.fsync(stream.fileno())
-    stream.close()
+    with _disk_full_is_507():
+        os.fsync(stream.fileno())
+        stream.close()
     original = safe_display_name(part.filename, "upload")
     suffix = Path(original).suffix.lower()
     if not re.fullmatch(r"\.[a-z0-9]{1,8}", suffix):
