@@ -87,7 +87,9 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = Process("redis", ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                         "--save", "", "--appendonly", "no", "--dir", str(self.tmp)],
+                                         "--save", "", "--appendonly", "no", "--dir", str(self.tmp),
+                                         # One database number per Stack: a session makes more than the default 16.
+                                         "--databases", "256"],
                                dict(os.environ), self.tmp)
         wait_until(self.ping, timeout=10, what="redis-server")
 
@@ -157,7 +159,7 @@ class Stack:
             raise AssertionError("web tier exited:\n" + self.web.log_tail())
         try:
             return requests.get(self.base + "/health", timeout=2).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still booting (migrating) on a busy machine
             return False
 
     def start_worker(self, name: str, *queues: str, wait: bool = True) -> Process:

@@ -81,6 +81,12 @@ def tokens_configured_safely() -> bool:
             return api_tokens.any_configured()
     except Exception:  # noqa: BLE001  (no table yet: nothing is configured)
         return False
+    finally:
+        # gunicorn asks in its master, before it forks the web processes: a pooled PostgreSQL
+        # connection kept open here would be inherited and shared by all of them, mixing up their answers.
+        close_all = getattr(db.obj, "close_all", None)
+        if close_all:
+            close_all()
 
 
 def _presented_token() -> tuple[str | None, str | None]:
