@@ -147,7 +147,8 @@ def process_paths() -> dict[str, Any]:
         "/api/docker/logs/{name}": {"get": operation(
             "monitoring", "docker_logs", "The last lines of a process's log",
             {"200": response("The log's last 200 lines, or a sentence saying why the process has none", logs),
-             "400": error("Not a known process name; the message lists the known names")},
+             "400": error("Not a known process name; the message lists the known names"),
+             "404": error("The name holds a line break, which no process name has: no route matches it")},
             parameters=[path_param("name", "A name from GET /api/docker/status")],
             description="Each process writes `<PARLEY_LOG_DIR>/<process name>.log` (default `<data_dir>/logs`). An "
             "alias gives the logs of the processes it stands for.")},
