@@ -63,6 +63,8 @@ class WorkerHeartbeat(Middleware):
     def __init__(self, *, interval_s: float = HEARTBEAT_INTERVAL_S):
         self.interval_s = interval_s
         self.current: dict[str, str] = {}  # message id -> actor name, of messages being processed
+        # message id -> "actor:first argument": the reconciler reads these to leave running jobs alone
+        self.holding: dict[str, str] = {}
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
@@ -78,6 +80,7 @@ class WorkerHeartbeat(Middleware):
             "diarization": diarization_available(),
             "started_at": time.time(),
         }
+        self._worker = worker
         log.info("worker %s (pid %d) consuming queues %s on device %s", self.info["name"], os.getpid(),
                  ", ".join(queues), self.info["device"])
         threading.Thread(target=self._beat, name="parley-heartbeat", daemon=True).start()
@@ -93,11 +96,30 @@ class WorkerHeartbeat(Middleware):
 
     def before_process_message(self, broker, message) -> None:
         self.current[message.message_id] = message.actor_name
+        if message.args:
+            self.holding[message.message_id] = f"{message.actor_name}:{message.args[0]}"
 
     def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
         self.current.pop(message.message_id, None)
+        self.holding.pop(message.message_id, None)
 
     after_skip_message = after_process_message
+
+    def _held_jobs(self) -> list[str]:
+        """"actor:first argument" of the messages this process runs or has fetched and not started yet.
+
+        Dramatiq prefetches messages into in-memory queues; after a Redis restart those are in no Redis
+        key, yet this worker will still run them, so they must count as held too.
+        """
+        held = set(self.holding.values())
+        worker = getattr(self, "_worker", None)
+        queues = [worker.work_queue] + [c.delay_queue for c in list(worker.consumers.values())] if worker else []
+        for waiting in queues:
+            for item in list(waiting.queue):  # a snapshot: the queue's own lock is not ours to take
+                message = getattr(item, "message", None)
+                if message is not None and message.args:
+                    held.add(f"{message.actor_name}:{message.args[0]}")
+        return sorted(held)
 
     def _beat(self) -> None:
         from parley.redisconn import client
@@ -107,7 +129,8 @@ class WorkerHeartbeat(Middleware):
             try:
                 llm = sys.modules.get("workers.llm")  # loaded only in processes that run LLM work
                 resident = getattr(llm, "resident", None)  # None while that module is still importing
-                state = dict(self.info, busy=sorted(self.current.values()), seen_at=time.time(),
+                state = dict(self.info, busy=sorted(self.current.values()), jobs=self._held_jobs(),
+                             seen_at=time.time(),
                              llm_resident=resident() if resident else None)
                 self._redis.set(self.key, json.dumps(state), ex=int(self.interval_s * 3))
                 self._redis.set(LAST_BEAT_KEY_PREFIX + self.info["name"], json.dumps(state), ex=LAST_BEAT_TTL_S)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import sys
 import threading
-import time
 
 import click
 
@@ -220,29 +219,27 @@ def retranscribe(session_ids, failed, client_name, since, until, from_model, mod
               help="Seconds a job must have been quiet; fresher ones may still be on their way to the queue.")
 @click.option("--dry-run", is_flag=True, help="Only show which jobs would be re-queued.")
 def requeue(older_than, dry_run) -> None:
-    """Re-queue jobs stuck in queued/processing whose queue message was lost (e.g. after a Redis flush)."""
-    from jobs import retranscribe as retranscribe_actor
-    from jobs import transcribe
-    from jobs.queues import job_ids_with_messages
-    from models import Job
+    """Re-queue unfinished jobs whose queue message was lost (e.g. after a Redis flush).
+
+    Speech, LLM, analysis and model-pull jobs; the workers do the same every PARLEY_RECONCILE_EVERY_S
+    seconds (jobs/reconciler.py), so this is for when no worker runs or for an impatient operator.
+    """
+    from jobs.reconciler import Busy, reconcile
     from parley.redisconn import client
 
     _open_db()
-    conn = client(get_settings().redis_url)
-    actors = {"transcribe": transcribe, "retranscribe": retranscribe_actor}
-    waiting = {kind: job_ids_with_messages(conn, actor.queue_name) for kind, actor in actors.items()}
-    cutoff = time.time() - older_than
-    stuck = [j for j in Job.select().where(Job.status.in_(("queued", "processing")) & (Job.updated_at < cutoff))
-             if j.id not in waiting.get(j.kind, set())]
-    if not stuck:
+    try:
+        found = reconcile(client(get_settings().redis_url), older_than_s=older_than, dry_run=dry_run,
+                          lock_wait_s=30)
+    except Busy as exc:
+        raise click.ClickException(str(exc)) from None
+    if not found:
         click.echo("no stuck jobs")
         return
-    for job in stuck:
+    for job in found:
         action = "would re-queue" if dry_run else "re-queued"
-        if not dry_run:
-            actors[job.kind].send(job.id)
-        click.echo(f"{action} {job.kind} job {job.id} (session {job.session_id or '-'}, {job.status} since "
-                   f"{_when(job.updated_at)})")
+        click.echo(f"{action} {job.kind} job {job.job_id} (session {job.session_id or '-'}, {job.status} since "
+                   f"{_when(job.quiet_since)})")
 
 
 # --- models and database --------------------------------------------------------------------------
