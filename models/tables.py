@@ -49,7 +49,7 @@ class Session(BaseModel):
     error_message = peewee.TextField(null=True)
     show_speakers = peewee.IntegerField(default=1)
     num_speakers = peewee.IntegerField(null=True)
-    created_at = peewee.FloatField(default=now)
+    created_at = peewee.DoubleField(default=now)
     # Speaker renames the user made, label as recognised -> name shown; re-applied after a
     # re-transcription that keeps edits.
     speaker_names = JSONField(default=dict)
@@ -63,7 +63,7 @@ class Job(BaseModel):
     kind = peewee.TextField(default="transcribe")  # transcribe, retranscribe
     status = peewee.TextField(default="queued", index=True)  # queued, processing, completed, failed, canceled
     message = peewee.TextField(default="")
-    progress = peewee.FloatField(default=0.0)
+    progress = peewee.DoubleField(default=0.0)
     model_name = peewee.TextField()
     language = peewee.TextField(null=True)  # requested; null = detect
     detected_language = peewee.TextField(null=True)
@@ -71,20 +71,20 @@ class Job(BaseModel):
     num_speakers = peewee.IntegerField(null=True)  # requested; null = estimate
     audio_path = peewee.TextField(null=True)  # file name inside the audio directory
     audio_sha256 = peewee.TextField(null=True)
-    audio_duration = peewee.FloatField(null=True)
+    audio_duration = peewee.DoubleField(null=True)
     chunk_plan = JSONField(null=True)  # [[start_s, end_s], ...], fixed once planned so a resumed job cuts alike
     chunks_done = peewee.IntegerField(default=0)
-    chunk_progress = peewee.FloatField(default=0.0)
+    chunk_progress = peewee.DoubleField(default=0.0)
     event_seq = peewee.IntegerField(default=0)  # sequence number of the last event recorded
     attempts = peewee.IntegerField(default=0)
     error = peewee.TextField(null=True)
     params = JSONField(default=dict)  # kind-specific input, e.g. the segment range to re-transcribe
     result = JSONField(null=True)  # kind-specific output of a re-transcription
     worker = peewee.TextField(null=True)  # host:pid of the worker that last ran it
-    created_at = peewee.FloatField(default=now)
-    updated_at = peewee.FloatField(default=now)
-    started_at = peewee.FloatField(null=True)
-    finished_at = peewee.FloatField(null=True)
+    created_at = peewee.DoubleField(default=now)
+    updated_at = peewee.DoubleField(default=now)
+    started_at = peewee.DoubleField(null=True)
+    finished_at = peewee.DoubleField(null=True)
 
     TERMINAL = ("completed", "failed", "canceled")
 
@@ -99,14 +99,14 @@ class Segment(BaseModel):
     job = peewee.ForeignKeyField(Job, backref="segments", on_delete="CASCADE")
     idx = peewee.IntegerField()  # position in the transcript, from 0
     chunk_index = peewee.IntegerField()
-    start = peewee.FloatField()
-    end = peewee.FloatField()
+    start = peewee.DoubleField()
+    end = peewee.DoubleField()
     text = peewee.TextField()
     speaker = peewee.TextField(null=True)
-    speaker_confidence = peewee.FloatField(null=True)
+    speaker_confidence = peewee.DoubleField(null=True)
     words = JSONField(default=list)  # [{"start", "end", "word", "probability"}]
-    avg_logprob = peewee.FloatField(null=True)
-    no_speech_prob = peewee.FloatField(null=True)
+    avg_logprob = peewee.DoubleField(null=True)
+    no_speech_prob = peewee.DoubleField(null=True)
 
     class Meta:
         indexes = ((("job", "idx"), True),)
@@ -133,7 +133,7 @@ class JobEvent(BaseModel):
     seq = peewee.IntegerField()
     type = peewee.TextField()  # status, segment, speakers
     payload = JSONField()
-    created_at = peewee.FloatField(default=now)
+    created_at = peewee.DoubleField(default=now)
 
     class Meta:
         indexes = ((("job", "seq"), True),)
@@ -194,12 +194,12 @@ class LlmSettings(BaseModel):
     base_url = peewee.TextField(null=True)  # null = the local engine; else an OpenAI-compatible server
     api_token = peewee.TextField(null=True)  # for the remote server; stored, never returned
     context_size = peewee.IntegerField(null=True)  # null = the model's own
-    temperature = peewee.FloatField(default=0.7)
-    top_p = peewee.FloatField(default=0.9)
-    repeat_penalty = peewee.FloatField(default=1.1)
+    temperature = peewee.DoubleField(default=0.7)
+    top_p = peewee.DoubleField(default=0.9)
+    repeat_penalty = peewee.DoubleField(default=1.1)
     num_gpu_layers = peewee.IntegerField(null=True)  # null = all that fit (auto)
     thinking_budget = peewee.IntegerField(null=True)
-    updated_at = peewee.FloatField(default=now)
+    updated_at = peewee.DoubleField(default=now)
 
 
 class LlmJob(BaseModel):
@@ -209,15 +209,15 @@ class LlmJob(BaseModel):
     kind = peewee.TextField()  # chat_reply, summary, completion, load_model
     status = peewee.TextField(default="queued", index=True)  # queued, processing, completed, failed, canceled
     message = peewee.TextField(default="")
-    progress = peewee.FloatField(default=0.0)
+    progress = peewee.DoubleField(default=0.0)
     chat = peewee.ForeignKeyField(Chat, null=True, backref="llm_jobs", on_delete="CASCADE")
     model_name = peewee.TextField(default="")
     params = JSONField(default=dict)
     result = JSONField(null=True)
     error = peewee.TextField(null=True)
-    created_at = peewee.FloatField(default=now)
-    updated_at = peewee.FloatField(default=now)
-    finished_at = peewee.FloatField(null=True)
+    created_at = peewee.DoubleField(default=now)
+    updated_at = peewee.DoubleField(default=now)
+    finished_at = peewee.DoubleField(null=True)
 
 
 class ModelPull(BaseModel):
@@ -264,9 +264,9 @@ class AnalysisJob(BaseModel):
     model_name = peewee.TextField(null=True)
     context_size = peewee.IntegerField(null=True)
     llm_base_url = peewee.TextField(null=True)
-    temperature = peewee.FloatField(null=True)
-    top_p = peewee.FloatField(null=True)
-    repeat_penalty = peewee.FloatField(null=True)
+    temperature = peewee.DoubleField(null=True)
+    top_p = peewee.DoubleField(null=True)
+    repeat_penalty = peewee.DoubleField(null=True)
     num_gpu_layers = peewee.IntegerField(null=True)
     thinking_budget = peewee.IntegerField(null=True)
     map_phase_system_prompt = peewee.TextField(null=True)
@@ -299,6 +299,6 @@ class ApiToken(BaseModel):
     token_hash = peewee.TextField(unique=True)
     prefix = peewee.TextField()  # the first characters, so operators can tell tokens apart
     scopes = peewee.TextField()  # comma-separated: read, write, admin
-    created_at = peewee.FloatField(default=now)
-    last_used_at = peewee.FloatField(null=True)
-    revoked_at = peewee.FloatField(null=True)
+    created_at = peewee.DoubleField(default=now)
+    last_used_at = peewee.DoubleField(null=True)
+    revoked_at = peewee.DoubleField(null=True)

@@ -22,3 +22,13 @@ def test_transcription_on_postgres(pg_stack):
     assert label_agreement(gt["turns"], result["segments"])[0] >= 0.9
     listed = pg_stack.get("/api/transcribe/jobs").json()
     assert [j["job_id"] for j in listed["jobs"]] == [job_id]
+    # Timestamps keep sub-second precision (a 4-byte REAL rounded them to about two minutes).
+    import psycopg2
+
+    with psycopg2.connect(pg_stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
+        cur.execute("SELECT table_name, column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'public' AND data_type = 'real'")
+        assert cur.fetchall() == []
+        cur.execute("SELECT finished_at - started_at, created_at FROM job WHERE id = %s", (job_id,))
+        took, created = cur.fetchone()
+    assert 0 < took < 600 and created != round(created)
