@@ -455,7 +455,7 @@ def _sessions_schemas() -> dict[str, Schema]:
         "SessionTranscript": array(ref("TranscriptParagraph"), "The session's paragraphs, ordered by id"),
         "ParagraphTextEdit": obj(
             {
-                "paragraphIndex": integer("id of the paragraph to change", minimum=0),
+                "paragraphIndex": integer("id of the paragraph to change", minimum=0, maximum=2 ** 63 - 1),
                 "newText": string("New text; trimmed", minLength=1, pattern=NONBLANK),
             }
         ),
@@ -1275,6 +1275,7 @@ def _transcribe_paths() -> dict[str, Any]:
                     "200": response("Job queued", ref("JobAccepted")),
                     "400": error("Not an audio file, empty file, unknown model or language"),
                     "413": error("Upload exceeds the size limit"),
+                    "507": error("Not enough disk space to store the upload; nothing was kept"),
                     "503": error("Job queue unavailable"),
                 },
                 request_body=multipart_body(
@@ -1354,7 +1355,8 @@ def _transcribe_paths() -> dict[str, Any]:
                     "404": error("Unknown job"),
                 },
                 description="WebSocket endpoint (connect with `ws://` / `wss://`). " + LIVE_DESCRIPTION,
-                parameters=[job],
+                parameters=[job, query_param("last_event_id", integer(minimum=0),
+                                             description="Resume after this event sequence number (reconnects)")],
             )
         },
         "/api/transcribe/events/{job_id}": {
@@ -1381,6 +1383,8 @@ def _transcribe_paths() -> dict[str, Any]:
                         "description": "Resume after this event sequence number",
                         "schema": integer(minimum=0),
                     },
+                    query_param("last_event_id", integer(minimum=0),
+                                description="The same as the Last-Event-ID header, for clients that cannot set it"),
                 ],
             )
         },
@@ -1412,6 +1416,7 @@ def _retranslate_paths() -> dict[str, Any]:
                     "202": accepted,
                     "400": error("Invalid upload or parameters"),
                     "413": error("Upload exceeds the size limit"),
+                    "507": error("Not enough disk space to store the upload; nothing was kept"),
                     "503": error("Job queue unavailable"),
                 },
                 request_body=multipart_body(
@@ -1512,6 +1517,7 @@ def _sessions_paths() -> dict[str, Any]:
                         "a date that is not a real YYYY-MM-DD date; a non-numeric numSpeakers"
                     ),
                     "413": error("Upload exceeds the size limit"),
+                    "507": error("Not enough disk space to store the upload; nothing was kept"),
                     "503": error(
                         "Job queue unavailable, no transcription worker running, or numSpeakers >= 2 and no "
                         "running worker can label speakers"
@@ -2463,7 +2469,8 @@ def openapi_document(*, server_url: str | None = None) -> dict:
             "version": _api_version(),
             "description": "Transcription API: upload recordings, follow jobs live and fetch speaker-labelled "
             "transcripts; sessions with their transcripts, chats and summaries answered by a language model. "
-            "Errors are JSON objects following the `Error` schema.",
+            "Errors are JSON objects following the `Error` schema. Any endpoint answers 503 (with Retry-After) "
+            "while the database is locked or unreachable, and endpoints that queue work answer 503 while Redis is.",
         },
     }
     if server_url:

@@ -45,6 +45,7 @@ def admin_paths() -> dict[str, Any]:
                 required=["message"])),
             "400": _refusal(),
             "413": error("The upload is over PARLEY_BACKUP_MAX_MB"),
+            "507": error("Not enough disk space to receive or unpack the backup; nothing was changed"),
             "500": error("Unexpected failure; the data is as it was unless the restore had committed")},
             request_body=multipart_body({"backupFile": string("A .tar made by GET /api/admin/export-data",
                                                               format="binary")}, ["backupFile"],
