@@ -36,29 +36,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from conftest import AUDIO, RedisServer, running_stack, wait_until  # noqa: E402
+from benchlib import PRODUCTION_ENV, host_line, table  # noqa: E402
 
 TARGET_P50_MS = 50.0
 SHORT_CLIP = AUDIO / "silence.mp3"
 
 # Production broker settings instead of the test harness's (dead-worker detection in 3 s, maintenance on
 # every broker command), which would add Redis work to every fetch.
-PRODUCTION_ENV = {"PARLEY_BROKER_HEARTBEAT_TIMEOUT_MS": "30000", "PARLEY_BROKER_MAINTENANCE_CHANCE": "10000",
-                  "PARLEY_HEARTBEAT_S": "15"}
-
-
-def host_line() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "unknown CPU")
-    return f"host: {cpu}, nproc {os.cpu_count()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-
-
-def table(headers: list[str], rows: list[list]) -> str:
-    cells = [headers] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
-    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells[1:])])
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
