@@ -80,7 +80,7 @@ def create_job():
     body = json_body(dict, "object with sessionIds and prompt")
     ids = body.get("sessionIds")
     if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_SESSIONS
-            or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)):
+            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i <= forms.INT64_MAX for i in ids)):
         raise bad_request(f"sessionIds must be a list of 1 to {MAX_SESSIONS} positive integers")
     ids = list(dict.fromkeys(ids))
     prompt = body.get("prompt")

@@ -10,6 +10,7 @@ from web.errors import bad_request
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+INT64_MAX = 2 ** 63 - 1
 
 
 def as_bool(name: str, value, *, default: bool) -> bool:
@@ -36,6 +37,8 @@ def as_int(name: str, value, *, default: int | None = None, lo: int | None = Non
         raise bad_request(f"{name} must be an integer, got {value!r}")
     if (lo is not None and number < lo) or (hi is not None and number > hi):
         raise bad_request(f"{name} must be between {lo} and {hi}, got {number}")
+    if abs(number) > INT64_MAX:  # the database stores 64-bit integers; a larger one is an OverflowError there
+        raise bad_request(f"{name} is out of range, got {number}")
     return number
 
 

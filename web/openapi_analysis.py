@@ -137,7 +137,7 @@ def analysis_schemas() -> dict[str, Any]:
         "AnalysisJobCreate": obj(
             {
                 "sessionIds": {
-                    **array(integer(minimum=1), f"1 to {MAX_SESSIONS} sessions, each with a completed transcript; "
+                    **array(integer(minimum=1, maximum=2 ** 63 - 1), f"1 to {MAX_SESSIONS} sessions, each with a completed transcript; "
                             "duplicates are dropped"),
                     "minItems": 1,
                     "maxItems": MAX_SESSIONS,

@@ -40,7 +40,8 @@ def system_paths() -> dict[str, Any]:
     ready = obj({"ready": boolean("True when the database is usable"), "timestamp": string("ISO 8601"),
                  "services": obj({"database": STATE, "redis": STATE, "elasticsearch": STATE, "llm": STATE,
                                   "whisper": STATE}),
-                 "message": string("Only when not ready: what is missing")})
+                 "message": string("Only when not ready: what is missing")},
+                required=["ready", "timestamp", "services"])
     return {
         "/api/health": {"get": operation("system", "api_health", "Database and search health", {
             "200": response("Both answer", health), "503": response("One of them does not", health)})},

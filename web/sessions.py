@@ -229,11 +229,21 @@ def export(session: Session, fmt: str) -> Response:
                         mimetype="application/json", headers=headers)
     if fmt == "docx":
         details = " · ".join(filter(None, [session.client_name, session.date[:10], session.session_type, session.therapy]))
-        return Response(formats.to_docx(rows, title=session.session_name or session.file_name, details=details),
+        # Word's XML cannot hold control characters, which stored text may contain (an edit, an import).
+        rows = [{**r, "text": _xml_safe(r["text"]), "speaker": _xml_safe(r["speaker"])} for r in rows]
+        title = _xml_safe(session.session_name or session.file_name)
+        return Response(formats.to_docx(rows, title=title, details=_xml_safe(details)),
                         mimetype="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
                         headers=headers)
     render = {"srt": formats.to_srt, "vtt": formats.to_vtt, "txt": formats.to_txt}[fmt]
     return Response(render(rows), mimetype="text/vtt" if fmt == "vtt" else "text/plain", headers=headers)
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_safe(text: str | None) -> str | None:
+    return _NOT_XML.sub("", text) if text else text
 
 
 def paragraph_or_error(session: Session, index: int, *, status: int) -> Paragraph:
@@ -249,8 +259,8 @@ def edit_paragraph(session_id: str):
     session = session_or_404(session_id)
     body = json_body(dict, "object with paragraphIndex and newText")
     index = body.get("paragraphIndex")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise bad_request("paragraphIndex must be an integer of at least 0")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2 ** 63:  # the database's range
+        raise bad_request("paragraphIndex must be an integer from 0 to 2^63-1")
     text = nonblank(body.get("newText"), "newText")
     completed_or_400(session)
     paragraph = paragraph_or_error(session, index, status=400)
