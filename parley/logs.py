@@ -140,6 +140,9 @@ def configure_logging(process_name: str, *, log_dir: Path | None = None, level: 
     root.setLevel((level or os.environ.get("PARLEY_LOG_LEVEL") or "INFO").upper())
     # peewee's DEBUG lines carry every query's parameters: transcript text, chat messages, keys. Never log them.
     logging.getLogger("peewee").setLevel(max(root.level, logging.INFO))
+    # numba's DEBUG output dumps the source and bytecode of every function it compiles (megabytes at a
+    # worker's first diarization): noise that drowns Parley's own lines.
+    logging.getLogger("numba").setLevel(max(root.level, logging.WARNING))
     redactor = RedactSecrets()
     if not root.handlers:
         stderr = logging.StreamHandler(sys.stderr)
