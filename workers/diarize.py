@@ -45,6 +45,7 @@ MIN_CONTEXT_S = 1.5
 # same-voice similarity 0.85 instead of 0.93 on a 1 s question).
 ENCODER_WINDOW_S = 1.6
 TILE_TO_S = 2.0
+ENCODER_BATCH = 256  # partial windows per LSTM call: bounds memory on hour-long recordings
 
 # After Resemblyzer's silence trimming, a span with less voiced audio than this gives an
 # embedding too noisy to use at all; such spans borrow the label of the nearest span in time.
@@ -174,7 +175,7 @@ def assign_speakers(
         if result is not None:
             return result
 
-    embedded = [_embed_span(audio, s, e) for s, e in spans]
+    embedded = _embed_spans(audio, spans)
     usable = [i for i, (emb, _) in enumerate(embedded) if emb is not None]
     if not usable:
         # No span holds enough voice to tell anything: one speaker, no confidence.
@@ -322,14 +323,13 @@ def _average_linkage(dist: np.ndarray) -> np.ndarray:
     return linkage(squareform(dist, checks=False), method="average")
 
 
-def _embed(wav: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """(Resemblyzer embedding, voiced seconds) of a 16 kHz waveform; None if too little voice."""
+def _voiced(wav: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """(the voiced samples, tiled up to TILE_TO_S, voiced seconds) of a 16 kHz waveform; None if too little voice."""
     if wav.size == 0 or not np.any(wav):
         # preprocess_wav's volume normalisation divides by the RMS: all-zero input gives NaNs.
         return None, 0.0
     from resemblyzer import preprocess_wav
 
-    encoder = _get_encoder()
     # source_sr stays None: the audio is already 16 kHz, and passing it would only add a no-op
     # resample. preprocess_wav raises quiet audio to -30 dBFS and cuts pauses (webrtcvad).
     processed = preprocess_wav(wav)
@@ -339,10 +339,45 @@ def _embed(wav: np.ndarray) -> tuple[np.ndarray | None, float]:
     target = int(TILE_TO_S * ENCODER_SAMPLE_RATE)
     if processed.size < target:
         processed = np.tile(processed, -(-target // processed.size))[:target]
-    emb = encoder.embed_utterance(processed)
-    if not np.all(np.isfinite(emb)):
-        return None, voiced_s
-    return emb.astype(np.float64), voiced_s
+    return processed, voiced_s
+
+
+def _embed_many(wavs: list[np.ndarray]) -> list[tuple[np.ndarray | None, float]]:
+    """(Resemblyzer embedding, voiced seconds) of each 16 kHz waveform; None where too little voice.
+
+    The same arithmetic as the encoder's embed_utterance (the mean of its 1.6 s partial windows,
+    L2-normed), but the partial windows of every waveform go through the LSTM together: the LSTM is
+    nearly all of the cost, and one batch of ~140 windows runs twice as fast as 40 calls of 3.
+    """
+    import torch
+    from resemblyzer import audio as resemblyzer_audio
+
+    encoder = _get_encoder()
+    voiced = [_voiced(wav) for wav in wavs]
+    windows, owners = [], []
+    for i, (samples, _) in enumerate(voiced):
+        if samples is None:
+            continue
+        # embed_utterance's defaults: 1.3 windows a second, a last window kept when 75% covered.
+        wav_slices, mel_slices = encoder.compute_partial_slices(len(samples), 1.3, 0.75)
+        if wav_slices[-1].stop >= len(samples):
+            samples = np.pad(samples, (0, wav_slices[-1].stop - len(samples)))
+        mel = resemblyzer_audio.wav_to_mel_spectrogram(samples)
+        windows += [mel[window] for window in mel_slices]
+        owners += [i] * len(mel_slices)
+    results: list[tuple[np.ndarray | None, float]] = [(None, seconds) for _, seconds in voiced]
+    if not windows:
+        return results
+    with torch.no_grad():
+        partials = np.concatenate([encoder(torch.from_numpy(np.array(windows[k:k + ENCODER_BATCH]))).cpu().numpy()
+                                   for k in range(0, len(windows), ENCODER_BATCH)])
+    owners_arr = np.array(owners)
+    for i in dict.fromkeys(owners):
+        raw = partials[owners_arr == i].mean(axis=0)
+        emb = raw / np.linalg.norm(raw)
+        if np.all(np.isfinite(emb)):
+            results[i] = (emb.astype(np.float64), voiced[i][1])
+    return results
 
 
 def _span_window(audio_len: int, start_s: float, end_s: float) -> tuple[int, int]:
@@ -364,9 +399,9 @@ def _span_window(audio_len: int, start_s: float, end_s: float) -> tuple[int, int
     return max(a, 0), min(b, audio_len)
 
 
-def _embed_span(audio: np.ndarray, start_s: float, end_s: float) -> tuple[np.ndarray | None, float]:
-    a, b = _span_window(len(audio), start_s, end_s)
-    return _embed(audio[a:b]) if b > a else (None, 0.0)
+def _embed_spans(audio: np.ndarray, spans: list[tuple[float, float]]) -> list[tuple[np.ndarray | None, float]]:
+    windows = [_span_window(len(audio), start_s, end_s) for start_s, end_s in spans]
+    return _embed_many([audio[a:b] if b > a else audio[:0] for a, b in windows])
 
 
 def _single_span_confidence(audio: np.ndarray, span: tuple[float, float]) -> float:
