@@ -35,6 +35,11 @@ IGNORED_FIELDS = {"status", "whisperJobId", "transcriptTokenCount", "audioPath"}
 
 
 # --- shapes ---------------------------------------------------------------------------------------
+META_FIELDS = (Session.id, Session.file_name, Session.client_name, Session.session_name, Session.date,
+               Session.session_type, Session.therapy, Session.audio_path, Session.status, Session.whisper_job_id,
+               Session.transcript_token_count, Session.duration, Session.error_message, Session.show_speakers)
+
+
 def session_meta(s: Session) -> dict:
     return {
         "id": s.id, "fileName": s.file_name, "clientName": s.client_name, "sessionName": s.session_name,
@@ -127,7 +132,8 @@ def readiness_gate(diarize: bool) -> None:
 # --- sessions -------------------------------------------------------------------------------------
 @sessions_bp.get("/sessions")
 def list_sessions():
-    rows = Session.select().order_by(Session.date.desc(), Session.id.desc())
+    # Only the listed columns: the rest (speaker names as JSON above all) would be read and decoded for nothing.
+    rows = Session.select(*META_FIELDS).order_by(Session.date.desc(), Session.id.desc())
     return jsonify([session_meta(s) for s in rows])
 
 
