@@ -6,7 +6,6 @@ tests assert the streams, shapes, persistence and numbers, not the wording.
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import pytest

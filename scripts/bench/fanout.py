@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_latency import Connection, ProductionStack, cpu_seconds, gunicorn_pids, pct, procfile_web_shape  # noqa: E402
-from conftest import RedisServer, wait_until  # noqa: E402
+from conftest import RedisServer  # noqa: E402
 
 WORDS = ("so I think what we talked about last week still holds and the plan for the next few days "
          "is to keep the routine simple and write down what happens").split()

@@ -177,7 +177,6 @@ def main() -> int:
             print(f"stored copy: {stored_size} bytes, sha256 {'matches' if intact else 'DIFFERS'} (job {debug['job_id']})")
             print(f"\n{'process':<16} {'baseline MB':>12} {'peak MB':>9} {'growth MB':>10}")
             worst = 0.0
-            totals = {"base": 0.0, "peak": 0.0}
             for pid in pids:
                 base = sum(s[pid] for s in before) / len(before)
                 peak = max(s[pid] for _, s in sampler.samples)
