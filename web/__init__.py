@@ -5,6 +5,7 @@ import os
 import time
 import uuid
 
+import peewee
 from flask import Flask, g, request
 from flask_sock import Sock
 
@@ -74,9 +75,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     app.teardown_request(discard_unclaimed_uploads)
 
+    keep_connections = isinstance(db.obj, peewee.SqliteDatabase)
+
     @app.teardown_appcontext
     def _close_db(exc=None):
-        if not db.is_closed():
+        # A SQLite connection stays with its thread: opening one (and setting its pragmas) cost as much
+        # as a status request's query. PostgreSQL connections go back to the pool.
+        if not keep_connections and not db.is_closed():
             db.close()
 
     return app

@@ -119,14 +119,14 @@ def _check_access():
     if scope is None:
         return None
     token, carried_by = _presented_token()
-    if not api_tokens.any_configured():
-        if token is None and not is_loopback(request.remote_addr) and not current_app.config["PARLEY_OPEN_NETWORK"]:
+    if token is None:
+        if api_tokens.any_configured():
+            return _deny(401, f"this endpoint needs an API token with the {scope} scope: "
+                              "send `Authorization: Bearer <token>`")
+        if not is_loopback(request.remote_addr) and not current_app.config["PARLEY_OPEN_NETWORK"]:
             return _deny(403, "no API token is configured, so Parley serves loopback clients only; "
                               "create one with `parley tokens create`")
-        if token is None:
-            return None
-    if token is None:
-        return _deny(401, f"this endpoint needs an API token with the {scope} scope: send `Authorization: Bearer <token>`")
+        return None
     info = api_tokens.verify(token)
     if info is None:
         return _deny(401, "the API token is unknown or revoked")

@@ -124,6 +124,10 @@ def job_or_404(job_id: str) -> Job:
     return job
 
 
+STATUS_FIELDS = (Job.id, Job.status, Job.message, Job.progress, Job.chunk_plan, Job.chunks_done, Job.chunk_progress,
+                 Job.error, Job.updated_at)
+
+
 def status_body(job: Job) -> dict:
     payload = events.status_payload(job)
     return {"job_id": job.id, **payload}
@@ -145,7 +149,8 @@ def list_jobs():
 
 @transcribe_bp.get("/status/<job_id>")
 def job_status(job_id: str):
-    job = Job.get_or_none(Job.id == job_id)
+    # Only what the status shape needs: the poll clients repeat every second or so.
+    job = Job.select(*STATUS_FIELDS).where(Job.id == job_id).first()
     if job is None:
         message = "Transcription job not found or expired"
         body = {**error_body(404, message), "job_id": job_id, "status": "not_found", "progress": 0,
