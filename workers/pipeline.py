@@ -155,7 +155,7 @@ def _transcribe(job: Job, settings: Settings) -> None:
             recognition = asr.transcribe(
                 settings, audio[int(begin * SAMPLE_RATE): int(chunk_end * SAMPLE_RATE)],
                 model_name=job.model_name, language=job.language or job.detected_language,
-                offset=begin, initial_prompt=_recent_text(job),
+                offset=begin,
             )
             if not job.detected_language:
                 job.detected_language = recognition.language
@@ -184,13 +184,6 @@ def _transcribe(job: Job, settings: Settings) -> None:
         events.emit_status(job, message="Identifying speakers...", progress=asr_share)
         _label_speakers(job, audio)
     _complete(job)
-
-
-def _recent_text(job: Job, *, count: int = 3) -> str:
-    """The last few committed segments, as a prompt that carries context across a chunk cut."""
-    rows = (Segment.select(Segment.text).where(Segment.job == job.id)
-            .order_by(Segment.idx.desc()).limit(count))
-    return " ".join(r.text for r in reversed(list(rows)))
 
 
 def _label_speakers(job: Job, audio) -> None:

@@ -11,8 +11,8 @@ model, compute type and CPU threads go through:
    BatchedInferencePipeline(model).transcribe(..., batch_size=PARLEY_BATCH_SIZE) when batching is on, and
    every segment consumed. Model loading is outside the timing on both sides (the worker loads at boot).
    What it does NOT mirror, because that is the stack's own design and part of what is measured: the
-   worker cuts the audio into ~PARLEY_CHUNK_SECONDS chunks at pauses and calls the engine once per chunk
-   with the previous segments as initial_prompt; it commits every segment to the database and publishes it.
+   worker cuts the audio into ~PARLEY_CHUNK_SECONDS chunks at pauses and calls the engine once per chunk;
+   it commits every segment to the database and publishes it.
 2. stack: HTTP upload to /api/transcribe/ (diarize=false: speakers off) -> Redis queue -> Dramatiq `asr`
    worker -> completed status, timed from the upload's first byte until a status poll (every 0.1 s) says
    completed. The worker-side time (job started_at..finished_at) is reported too.
