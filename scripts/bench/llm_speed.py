@@ -18,7 +18,11 @@ settings, and the runs alternate (bare, stack, bare, ...) so a change of machine
 
 Tokens/s = (completion tokens - 1) / (last token - first token time): decoding speed, prefill excluded
 (completion tokens: the stack's `done` frame; bare: the reply re-tokenized, as the engine counts when the
-stream has no usage). Target: the stack within 10% of the bare call on both (a reading, not a spec number).
+stream has no usage). Targets (readings, not spec numbers): decoding within 10% of the bare call; the first
+token at most TARGET_TTFT_ADDED_MS later than bare. The first token's target is a fixed budget, not a ratio:
+the stack adds a roughly constant cost (an HTTP request, two database writes, the queue hop, whose idle poll
+is PARLEY_BROKER_IDLE_POLL_MS = 50 ms apart, and the Redis relay), so a ratio would grade the model's size
+(80 ms of prefill for the 270M model here, seconds for a real model on a real transcript), not the stack.
 A missed target is reported, never an error: the exit status is non-zero only when the benchmark fails.
 
 Crash guard: on some hosts (seen on a Firecracker VM whose Xeon reports AMX) llama.cpp built with
@@ -53,7 +57,8 @@ from benchlib import PRODUCTION_ENV, host_line, table  # noqa: E402
 
 DEFAULT_PROMPT = ("Write a short story about a lighthouse keeper who finds a message in a bottle. "
                   "Describe the sea, the weather and what the message says.")
-TARGET_RATIO = 0.9  # stack speed / bare speed (TTFT inverted)
+TARGET_RATIO = 0.9  # stack decoding speed / bare decoding speed
+TARGET_TTFT_ADDED_MS = 50.0  # stack first token - bare first token
 
 NO_EXTRA_BUFTS = """\
 import llama_cpp.llama_cpp as _c
@@ -229,8 +234,8 @@ def main() -> int:
     tps_b, tps_s = statistics.median(r.tps for r in bare_runs), statistics.median(r.tps for r in stack_runs)
     print()
     print(table(["measure", "value", "target", "verdict"], [
-        ["TTFT: stack - bare", f"{1000 * (ttft_s - ttft_b):+.0f} ms ({ttft_b / ttft_s:.2f}x)", f">= {TARGET_RATIO}x",
-         "met" if ttft_b / ttft_s >= TARGET_RATIO else "MISSED"],
+        ["TTFT: stack - bare", f"{1000 * (ttft_s - ttft_b):+.0f} ms ({ttft_b / ttft_s:.2f}x)",
+         f"<= +{TARGET_TTFT_ADDED_MS:.0f} ms", "met" if 1000 * (ttft_s - ttft_b) <= TARGET_TTFT_ADDED_MS else "MISSED"],
         ["tokens/s: stack / bare", f"{tps_s / tps_b:.2f}x", f">= {TARGET_RATIO}x",
          "met" if tps_s / tps_b >= TARGET_RATIO else "MISSED"],
     ]))
