@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 
 import pytest
@@ -198,9 +199,15 @@ def test_dead_letter_retry_button_and_delete(dash, browser):
     assert all(d["actor"] == "transcribe" and "diarization" in d["error"] for d in letters), letters
     assert queue(dash, "asr")["dead"] == 2
 
-    # Delete through the JSON endpoint: gone from the dead letters, the job stays failed.
+    # Delete through the JSON endpoint: gone from the dead letters, the job stays failed. Here its row is made
+    # unfinished first, as when a worker died before it could record the failure: deleting the letter must
+    # fail the job, or the reconciler would find a row without a message and send the job again.
+    with sqlite3.connect(dash.data_dir / "parley.db") as conn:
+        conn.execute("UPDATE job SET status = 'processing', error = NULL WHERE id = ?", (deleted,))
     gone = dash.session.delete(dash.url(f"/dashboard/dead-letters/asr/{by_job[deleted]['message_id']}"), timeout=30)
-    assert gone.status_code == 200 and gone.json()["deleted"] is True
+    assert gone.status_code == 200 and gone.json()["deleted"] is True and gone.json()["failed_job_id"] == deleted
+    dropped = dash.get(f"/api/transcribe/status/{deleted}").json()
+    assert dropped["status"] == "failed" and "Dropped by the operator" in dropped["error"], dropped
     assert dash.session.delete(dash.url(f"/dashboard/dead-letters/asr/{by_job[deleted]['message_id']}"),
                                timeout=30).status_code == 404
     assert queue(dash, "asr")["dead"] == 1

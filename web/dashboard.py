@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, st
 
 from jobs import queues
 from jobs.middleware import alive_workers
-from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Session, db
+from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Segment, Session, db
 from parley import events
 from web.errors import ApiError, not_found
 
@@ -25,6 +25,7 @@ ACTIVE_LIMIT = 200  # unfinished jobs shown per kind at most: a flooded queue mu
 TERMINAL = ("completed", "failed", "canceled")
 CANCELED_BY_OPERATOR = "Canceled by the operator (dashboard)"
 REQUEUED_BY_OPERATOR = "Re-queued by the operator from the dead letters (dashboard)"
+DROPPED_BY_OPERATOR = "Dropped by the operator from the dead letters (dashboard)"
 
 
 def _redis() -> redis.Redis:
@@ -189,13 +190,18 @@ def retry_dead_letter(queue: str, message_id: str):
 
 @dashboard_bp.delete("/dashboard/dead-letters/<queue>/<message_id>")
 def delete_dead_letter(queue: str, message_id: str):
+    """Drop the message for good; a job it names that is still unfinished is failed, so nothing sends it again."""
     try:
         queue = _queue_or_404(queue)
-        if not queues.delete_dead_letter(_redis(), queue, message_id):
+        letter = queues.dead_letter(_redis(), queue, message_id)
+        if letter is None or not queues.delete_dead_letter(_redis(), queue, message_id):
             raise not_found(f"queue {queue!r} has no dead letter {message_id!r}")
     except redis.RedisError as exc:
         raise _no_redis(exc) from None
-    return jsonify(deleted=True, queue=queue, message_id=message_id)
+    # Without this the reconciler (jobs/reconciler.py) would find the unfinished row without a message
+    # and send the job again: the operator's "drop it" would be undone a few minutes later.
+    failed = _fail_unfinished_job(letter)
+    return jsonify(deleted=True, queue=queue, message_id=message_id, failed_job_id=failed)
 
 
 def _requeue_failed_job(letter: queues.DeadLetter) -> str | None:
@@ -226,6 +232,26 @@ def _requeue_failed_job(letter: queues.DeadLetter) -> str | None:
     return None
 
 
+def _fail_unfinished_job(letter: queues.DeadLetter) -> str | None:
+    """Fail the job a deleted dead letter names, if it is still unfinished; its id, or None."""
+    job_id = letter.args[0] if letter.args else None
+    if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
+        job = Job.get_or_none(Job.id == job_id)
+        return job.id if job is not None and _stop_transcription(job, "failed", DROPPED_BY_OPERATOR) else None
+    now = time.time()
+    if letter.actor == "generate" and isinstance(job_id, str):
+        changed = LlmJob.update(status="failed", error=DROPPED_BY_OPERATOR, message=DROPPED_BY_OPERATOR,
+                                updated_at=now, finished_at=now).where(
+            (LlmJob.id == job_id) & LlmJob.status.not_in(TERMINAL)).execute()
+        return job_id if changed else None
+    if letter.actor == "analyze" and isinstance(job_id, int):
+        changed = AnalysisJob.update(status="failed", error_message=DROPPED_BY_OPERATOR,
+                                     completed_at_ms=int(now * 1000)).where(
+            (AnalysisJob.id == job_id) & AnalysisJob.status.not_in(TERMINAL)).execute()
+        return str(job_id) if changed else None
+    return None
+
+
 # --- cancel ----------------------------------------------------------------------------------------
 @dashboard_bp.post("/dashboard/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
@@ -248,28 +274,37 @@ def cancel_job(job_id: str):
 
 def _cancel_transcription(job: Job):
     """As the transcription reset does it, for one job: a worker running it stops at its next segment."""
-    now = time.time()
-    with db.atomic():
-        changed = Job.update(status="canceled", message=CANCELED_BY_OPERATOR, error=CANCELED_BY_OPERATOR,
-                             updated_at=now, finished_at=now).where(
-            (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
-        if changed:
-            job = Job.get_by_id(job.id)
-            if job.session_id:
-                kept = bool(job.params.get("retranscription")) and Paragraph.select().where(
-                    Paragraph.session == job.session_id).exists()
-                Session.update(status="completed" if kept else "failed", error_message=CANCELED_BY_OPERATOR).where(
-                    (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
-            event = events.record(job.id, "status", events.status_payload(job))
-    if not changed:
+    if not _stop_transcription(job, "canceled", CANCELED_BY_OPERATOR):
         raise ApiError(409, f"job {job.id} is already {Job.get_by_id(job.id).status}; there is nothing to cancel")
-    events.publish(event)  # live streams of the job end with this status
     try:
         # Workers skip canceled jobs anyway; dropping the message keeps the waiting count honest.
         queues.drop_waiting(_redis(), "asr" if job.kind == "transcribe" else "asr_quick", job.id)
     except redis.RedisError:
         pass
     return jsonify(id=job.id, kind=job.kind, status="canceled", message=CANCELED_BY_OPERATOR), 202
+
+
+def _stop_transcription(job: Job, status: str, message: str) -> bool:
+    """End an unfinished speech job with `status` (its session too) and tell its streams; False if it had ended."""
+    now = time.time()
+    with db.atomic():
+        changed = Job.update(status=status, message=message, error=message, updated_at=now, finished_at=now).where(
+            (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
+        if changed:
+            if status == "failed":
+                # As workers.pipeline.fail does: a failed job serves no half transcript, and a later retry
+                # starts from the beginning.
+                Segment.delete().where(Segment.job == job.id).execute()
+            job = Job.get_by_id(job.id)
+            if job.session_id:
+                kept = bool(job.params.get("retranscription")) and Paragraph.select().where(
+                    Paragraph.session == job.session_id).exists()
+                Session.update(status="completed" if kept else "failed", error_message=message).where(
+                    (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
+            event = events.record(job.id, "status", events.status_payload(job))
+    if changed:
+        events.publish(event)  # live streams of the job end with this status
+    return bool(changed)
 
 
 def _cancel_llm(job: LlmJob):

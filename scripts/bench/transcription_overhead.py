@@ -28,7 +28,11 @@ faster than the bare sequential call; speaker labelling < 15% of the job's time.
 never an error: the exit status is non-zero only when the benchmark itself fails.
 
     .venv/bin/python scripts/bench/transcription_overhead.py [--quick] [--minutes 5] [--model tiny.en]
-        [--threads 2] [--batch-size 8] [--repeats 1] [--no-batching] [--no-speakers]
+        [--threads 2] [--batch-size 8] [--repeats 1] [--no-batching] [--no-speakers] [--device cpu|cuda]
+        [--compute-type auto]
+
+On a GPU host (issue item 9): `--device cuda --model large-v3 --batch-size 16` after `parley models pull
+large-v3`; compare the stack batched RTF with WhisperX's published 70x real time (large-v2, batched).
 """
 from __future__ import annotations
 
@@ -184,6 +188,10 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="audio length at least (default 5)")
     parser.add_argument("--model", default="tiny.en", help="Whisper model on both sides (default tiny.en)")
     parser.add_argument("--threads", type=int, default=2, help="cpu_threads on both sides (default 2)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="PARLEY_DEVICE on both sides (default cpu; cuda for the GPU run with large-v3)")
+    parser.add_argument("--compute-type", default="auto",
+                        help="PARLEY_COMPUTE_TYPE on both sides (default auto: int8 on cpu, float16 on cuda)")
     parser.add_argument("--batch-size", type=int, default=8, help="PARLEY_BATCH_SIZE of the batching run (default 8)")
     parser.add_argument("--repeats", type=int, default=1, help="runs per configuration, median kept (default 1)")
     parser.add_argument("--no-batching", action="store_true", help="skip the batching comparison")
@@ -198,7 +206,8 @@ def main() -> int:
     print(f"audio: {audio_s:.1f} s ({' + '.join(clips)}), model {args.model}")
 
     env = {**PRODUCTION_ENV, "PARLEY_CPU_THREADS": str(args.threads), "PARLEY_DEFAULT_MODEL": args.model,
-           "PARLEY_DEVICE": "cpu", "PARLEY_BATCH_SIZE": "0", "MAX_UPLOAD_MB": "500"}
+           "PARLEY_DEVICE": args.device, "PARLEY_COMPUTE_TYPE": args.compute_type, "PARLEY_BATCH_SIZE": "0",
+           "MAX_UPLOAD_MB": "500"}
     redis = RedisServer(tmp)
     redis.start()
     try:
@@ -236,11 +245,11 @@ def main() -> int:
     base = kept["bare sequential"]
     rows = []
     for label, run in kept.items():
-        rows.append([label, f"{run.seconds:.1f}", f"{run.seconds / audio_s:.3f}",
+        rows.append([label, f"{run.seconds:.1f}", f"{run.seconds / audio_s:.3f}", f"{audio_s / run.seconds:.1f}x",
                      "-" if run.worker_seconds is None else f"{run.worker_seconds:.1f}",
                      f"{base.seconds / run.seconds:.2f}x", run.segments, run.words])
     print()
-    print(table(["run", "seconds", "RTF", "worker s", "speed vs bare seq", "segments", "words"], rows))
+    print(table(["run", "seconds", "RTF", "x real time", "worker s", "speed vs bare seq", "segments", "words"], rows))
 
     verdicts = []
     ratio = base.seconds / kept["stack sequential"].seconds
