@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import mmap
+import struct
 import threading
 from pathlib import Path
 
@@ -65,23 +67,17 @@ def read_info(path: Path) -> GgufInfo:
     with _cache_lock:
         if key in _cache:
             return _cache[key]
-    if not is_gguf(path):
-        raise LlmStoreError(f"{path.name} is not a GGUF file")
-    from gguf import GGUFReader, LlamaFileType  # llama.cpp's own reader; a pure-Python package
+    from gguf import LlamaFileType  # llama.cpp's own constants; a pure-Python package
 
-    reader = GGUFReader(str(path))
-
-    def field(name: str):
-        f = reader.fields.get(name)
-        if f is None or not f.data:
-            return None
-        value = f.parts[f.data[0]]
-        if f.types and f.types[0].name == "STRING":
-            return bytes(value).decode(errors="replace")
-        return value.tolist()[0] if hasattr(value, "tolist") else value
-
-    arch = field("general.architecture") or "unknown"
-    file_type = field("general.file_type")
+    arch = header_values(path, {"general.architecture"}).get("general.architecture") or "unknown"
+    names = {"file_type": "general.file_type", "size_label": "general.size_label",
+             "context_length": f"{arch}.context_length", "num_layers": f"{arch}.block_count",
+             "num_heads": f"{arch}.attention.head_count", "num_kv_heads": f"{arch}.attention.head_count_kv",
+             "hidden_size": f"{arch}.embedding_length", "key_length": f"{arch}.attention.key_length",
+             "value_length": f"{arch}.attention.value_length"}
+    values = header_values(path, set(names.values()))
+    field = {short: values.get(long) for short, long in names.items()}
+    file_type = field.pop("file_type")
     try:
         quant = LlamaFileType(file_type).name.removeprefix("MOSTLY_") if file_type is not None else "unknown"
     except ValueError:
@@ -89,15 +85,67 @@ def read_info(path: Path) -> GgufInfo:
     info = GgufInfo(
         name=path.name, path=path, size=stat.st_size,
         modified_at=datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(),
-        architecture=arch, parameter_size=field("general.size_label") or "unknown", quantization=quant,
-        context_length=field(f"{arch}.context_length"), num_layers=field(f"{arch}.block_count"),
-        num_heads=field(f"{arch}.attention.head_count"), num_kv_heads=field(f"{arch}.attention.head_count_kv"),
-        hidden_size=field(f"{arch}.embedding_length"), key_length=field(f"{arch}.attention.key_length"),
-        value_length=field(f"{arch}.attention.value_length"),
+        architecture=arch, parameter_size=field.pop("size_label") or "unknown", quantization=quant, **field,
     )
     with _cache_lock:
         _cache[key] = info
     return info
+
+
+# GGUF value types (gguf.GGUFValueType) with a fixed size, as struct formats.
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+
+def header_values(path: Path, keys: set[str]) -> dict[str, object]:
+    """The scalar and string values of `keys` in a GGUF file's metadata; every other value is skipped unread.
+
+    gguf's GGUFReader builds an array view of every metadata item and tensor, which for a tokenizer of
+    262,000 tokens took 14 s per process, and the web tier asks on the first chat and model listing.
+    Skipping what is not asked for reads the same header in milliseconds.
+    """
+    try:
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            if data[:4] != GGUF_MAGIC:
+                raise LlmStoreError(f"{path.name} is not a GGUF file")
+            # GGUF may be big-endian; its version (3 today) then reads as a huge little-endian number.
+            order = "<" if struct.unpack_from("<I", data, 4)[0] & 0xFFFF else ">"
+            count = struct.unpack_from(order + "Q", data, 16)[0]
+            offset, found = 24, {}
+
+            def string_at(at: int) -> tuple[str, int]:
+                length = struct.unpack_from(order + "Q", data, at)[0]
+                return bytes(data[at + 8: at + 8 + length]).decode(errors="replace"), at + 8 + length
+
+            for _ in range(count):
+                name, offset = string_at(offset)
+                kind = struct.unpack_from(order + "I", data, offset)[0]
+                offset += 4
+                if kind in _SCALARS:
+                    if name in keys:
+                        found[name] = struct.unpack_from(order + _SCALARS[kind], data, offset)[0]
+                    offset += struct.calcsize(_SCALARS[kind])
+                elif kind == _STRING:
+                    value, offset = string_at(offset)
+                    if name in keys:
+                        found[name] = value
+                elif kind == _ARRAY:
+                    item_kind, length = struct.unpack_from(order + "IQ", data, offset)
+                    offset += 12
+                    if item_kind in _SCALARS:
+                        offset += length * struct.calcsize(_SCALARS[item_kind])
+                    elif item_kind == _STRING:
+                        for _ in range(length):
+                            offset += 8 + struct.unpack_from(order + "Q", data, offset)[0]
+                    else:
+                        raise LlmStoreError(f"{path.name}: unsupported GGUF array of type {item_kind} in {name}")
+                else:
+                    raise LlmStoreError(f"{path.name}: unknown GGUF value type {kind} for {name}")
+                if len(found) == len(keys):
+                    break
+            return found
+    except (struct.error, ValueError) as exc:  # ValueError: mmap of an empty file
+        raise LlmStoreError(f"{path.name} is not a readable GGUF file ({exc})") from None
 
 
 def list_models(settings: Settings) -> list[GgufInfo]:

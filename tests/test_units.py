@@ -108,3 +108,39 @@ def test_think_blocks_are_split_across_chunk_boundaries():
     assert thinking == "let me see" and content == "Hm The answer is 4.</b>"
     assert Reply(content="ok", thinking="hmm").stored_text == "<think>hmm</think>ok"
     assert Reply(content="ok").stored_text == "ok"
+
+
+def test_gguf_header_values_match_llama_cpps_own_reader(llm_ready, tmp_path):
+    """Our skip-what-is-not-asked reader against gguf.GGUFReader (which parses everything) on a real model."""
+    from gguf import GGUFReader
+
+    from parley import llmstore
+
+    reader = GGUFReader(str(llm_ready))
+    # GGUF.* are the reader's own entries for the file header, not metadata.
+    wanted = {name for name, f in reader.fields.items()
+              if f.types and f.types[0].name != "ARRAY" and not name.startswith("GGUF.")}
+    expected = {}
+    for name in wanted:
+        f = reader.fields[name]
+        value = f.parts[f.data[0]]
+        expected[name] = bytes(value).decode() if f.types[0].name == "STRING" else value.tolist()[0]
+    ours = llmstore.header_values(llm_ready, wanted)
+    assert ours == pytest.approx(expected) and "gemma3.context_length" in ours
+    info = llmstore.read_info(llm_ready)
+    assert (info.architecture, info.parameter_size, info.quantization, info.context_length) == (
+        "gemma3", "270M", "Q4_K_M", 32768)
+
+    # A header cut short, or a file that is not GGUF: a clear error, never a crash or a wrong answer.
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(llm_ready.read_bytes()[:4096])
+    with pytest.raises(llmstore.LlmStoreError, match="not a readable GGUF file"):
+        llmstore.header_values(cut, {"no.such.key"})
+    other = tmp_path / "other.gguf"
+    other.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(llmstore.LlmStoreError, match="not a GGUF file"):
+        llmstore.read_info(other)
+    empty = tmp_path / "empty.gguf"
+    empty.write_bytes(b"")
+    with pytest.raises(llmstore.LlmStoreError):
+        llmstore.read_info(empty)

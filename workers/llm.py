@@ -181,9 +181,7 @@ def chat_format(info: llmstore.GgufInfo) -> str | None:
     forced = os.environ.get("PARLEY_LLM_CHAT_FORMAT")
     if forced:
         return forced
-    from gguf import GGUFReader
-
-    if GGUFReader(str(info.path)).fields.get("tokenizer.chat_template") is not None:
+    if llmstore.header_values(info.path, {"tokenizer.chat_template"}):
         return None  # llama-cpp-python reads and uses the template itself
     return "gemma" if info.architecture.startswith("gemma") else "chatml"
 
