@@ -28,3 +28,6 @@ def test_sequential_and_batched_inference(models_ready, audio, batch_size):
     assert recognition.language == "en"
     assert 100.0 <= segments[0].start < 101.5 and segments[-1].end <= 100.0 + len(audio) / 16000 + 0.5
     assert all(s.words and s.words[0].start >= s.start - 0.05 for s in segments)
+    # The batched pipeline's own segments run up to 30 s; every one the worker commits fits a subtitle cue.
+    assert all(s.end - s.start <= asr.MAX_SEGMENT_S + 1.0 for s in segments), [(s.start, s.end) for s in segments]
+    assert len(segments) >= 6  # 44 s of dialogue, 14 turns

@@ -144,3 +144,34 @@ def test_gguf_header_values_match_llama_cpps_own_reader(llm_ready, tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(llmstore.LlmStoreError):
         llmstore.read_info(empty)
+
+
+def test_long_segments_are_cut_at_sentences_then_at_the_widest_pause():
+    from workers.asr import RecognisedSegment, Word, split_long
+
+    def words(start, text, gap_after=None):
+        out, t = [], start
+        for i, token in enumerate(text.split()):
+            out.append(Word(round(t, 3), round(t + 0.3, 3), " " + token, 0.9))
+            t += 0.4 + (gap_after.get(i, 0) if gap_after else 0)
+        return out
+
+    # Three sentences in one 26 s segment, as the batched pipeline returns them.
+    first = words(0.5, "I have been sleeping badly this week and work has been hard.")
+    second = words(6.0, "My manager keeps adding tasks.")
+    run_on = words(9.0, " ".join(f"word{i}" for i in range(30)), gap_after={9: 1.5, 19: 0.8})
+    seg = RecognisedSegment(start=0.2, end=26.0, text="...", words=first + second + run_on,
+                            avg_logprob=-0.2, no_speech_prob=0.01)
+    parts = split_long(seg, max_s=8.0)
+    assert [p.text for p in parts[:2]] == ["I have been sleeping badly this week and work has been hard.",
+                                          "My manager keeps adding tasks."]
+    # The 30-word run-on (13.5 s) has no sentence end: cut at its widest pause (1.5 s after word9).
+    assert parts[2].words[-1].word == " word9" and parts[3].words[0].word == " word10"
+    assert all(p.end - p.start <= 8.0 for p in parts[1:-1])
+    assert parts[0].start == 0.2 and parts[-1].end == 26.0  # the outer bounds stay the engine's
+    assert [w for p in parts for w in p.words] == seg.words  # no word lost or repeated
+    assert all(p.avg_logprob == -0.2 for p in parts)
+    # Short segments, and long ones without word timings, are left as they are.
+    assert split_long(parts[1], max_s=8.0) == [parts[1]]
+    bare = RecognisedSegment(start=0, end=30, text="no words", words=[], avg_logprob=0, no_speech_prob=0)
+    assert split_long(bare, max_s=8.0) == [bare]
