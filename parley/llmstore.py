@@ -69,13 +69,13 @@ def read_info(path: Path) -> GgufInfo:
             return _cache[key]
     from gguf import LlamaFileType  # llama.cpp's own constants; a pure-Python package
 
-    arch = header_values(path, {"general.architecture"}).get("general.architecture") or "unknown"
+    values = header_values(path)
+    arch = values.get("general.architecture") or "unknown"
     names = {"file_type": "general.file_type", "size_label": "general.size_label",
              "context_length": f"{arch}.context_length", "num_layers": f"{arch}.block_count",
              "num_heads": f"{arch}.attention.head_count", "num_kv_heads": f"{arch}.attention.head_count_kv",
              "hidden_size": f"{arch}.embedding_length", "key_length": f"{arch}.attention.key_length",
              "value_length": f"{arch}.attention.value_length"}
-    values = header_values(path, set(names.values()))
     field = {short: values.get(long) for short, long in names.items()}
     file_type = field.pop("file_type")
     try:
@@ -97,8 +97,8 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 _STRING, _ARRAY = 8, 9
 
 
-def header_values(path: Path, keys: set[str]) -> dict[str, object]:
-    """The scalar and string values of `keys` in a GGUF file's metadata; every other value is skipped unread.
+def header_values(path: Path, keys: set[str] | None = None) -> dict[str, object]:
+    """The scalar and string values of `keys` (default: all) in a GGUF file's metadata; arrays are skipped unread.
 
     gguf's GGUFReader builds an array view of every metadata item and tensor, which for a tokenizer of
     262,000 tokens took 14 s per process, and the web tier asks on the first chat and model listing.
@@ -121,13 +121,14 @@ def header_values(path: Path, keys: set[str]) -> dict[str, object]:
                 name, offset = string_at(offset)
                 kind = struct.unpack_from(order + "I", data, offset)[0]
                 offset += 4
+                wanted = keys is None or name in keys
                 if kind in _SCALARS:
-                    if name in keys:
+                    if wanted:
                         found[name] = struct.unpack_from(order + _SCALARS[kind], data, offset)[0]
                     offset += struct.calcsize(_SCALARS[kind])
                 elif kind == _STRING:
                     value, offset = string_at(offset)
-                    if name in keys:
+                    if wanted:
                         found[name] = value
                 elif kind == _ARRAY:
                     item_kind, length = struct.unpack_from(order + "IQ", data, offset)
@@ -141,7 +142,7 @@ def header_values(path: Path, keys: set[str]) -> dict[str, object]:
                         raise LlmStoreError(f"{path.name}: unsupported GGUF array of type {item_kind} in {name}")
                 else:
                     raise LlmStoreError(f"{path.name}: unknown GGUF value type {kind} for {name}")
-                if len(found) == len(keys):
+                if keys is not None and len(found) == len(keys):
                     break
             return found
     except (struct.error, ValueError) as exc:  # ValueError: mmap of an empty file

@@ -125,8 +125,10 @@ def test_gguf_header_values_match_llama_cpps_own_reader(llm_ready, tmp_path):
         f = reader.fields[name]
         value = f.parts[f.data[0]]
         expected[name] = bytes(value).decode() if f.types[0].name == "STRING" else value.tolist()[0]
-    ours = llmstore.header_values(llm_ready, wanted)
+    ours = llmstore.header_values(llm_ready)
     assert ours == pytest.approx(expected) and "gemma3.context_length" in ours
+    asked = {"general.architecture", "gemma3.block_count", "no.such.key"}
+    assert llmstore.header_values(llm_ready, asked) == {"general.architecture": "gemma3", "gemma3.block_count": 18}
     info = llmstore.read_info(llm_ready)
     assert (info.architecture, info.parameter_size, info.quantization, info.context_length) == (
         "gemma3", "270M", "Q4_K_M", 32768)
