@@ -162,14 +162,14 @@ def last_beats(conn: redis.Redis) -> list[dict]:
 
 
 def diarization_available() -> bool:
-    """Whether this process can label speakers: not switched off (PARLEY_DIARIZATION=0), and the
-    encoder package and its shipped weights are here."""
+    """Whether this process can label speakers: not switched off (PARLEY_DIARIZATION=0), sherpa-onnx is
+    installed, and the diarization models are in the model store (scripts/bootstrap makes them)."""
     if os.environ.get("PARLEY_DIARIZATION", "1") == "0":
         return False
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
+    if importlib.util.find_spec("sherpa_onnx") is None:
         return False
-    return (Path(spec.submodule_search_locations[0]) / "pretrained.pt").is_file()
+    folder = get_settings().model_dir / "diarization"
+    return all((folder / name).is_file() for name in ("segmentation-3.0.onnx", "campplus-zh-en-common.onnx"))
 
 
 def alive_workers(conn: redis.Redis) -> list[dict]:

@@ -123,6 +123,9 @@ class Segment(BaseModel):
             "start_display": clock(self.start),
             "end_display": clock(self.end),
             "words": self.words,
+            # Other speakers heard during this segment (overlapped speech): the segment's speaker is the
+            # dominant one; each word carries its own `speaker` and, where others spoke too, `overlap`.
+            "overlap_speakers": sorted({s for w in self.words or [] for s in w.get("overlap") or []}),
         }
 
 

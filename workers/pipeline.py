@@ -13,7 +13,7 @@ from models import Job, Paragraph, Segment, Session, db
 from parley import events, modelstore, search, sessions, usage
 from parley.config import Settings, get_settings
 from parley.media import MediaError
-from workers import asr, turns
+from workers import asr, diarize, turns
 from workers.audio import SAMPLE_RATE, decode, plan_chunks
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,12 @@ class CannotProcess(Exception):
 
 
 def warm_up(settings: Settings) -> None:
-    """Load the default model and the speaker encoder before the first job needs them."""
+    """Load the default model and the diarization models before the first job needs them."""
     started = time.monotonic()
     if modelstore.is_downloaded(settings.model_dir, settings.default_model):
         asr.load_model(settings, settings.default_model)
-    from workers.diarize import warm_up as warm_up_diarization
-
-    warm_up_diarization()
+    if diarize.available(settings.model_dir):
+        diarize.warm_up(settings.model_dir)
     log.info("worker warmed up in %.1fs", time.monotonic() - started)
 
 
@@ -133,6 +132,12 @@ def _transcribe(job: Job, settings: Settings) -> None:
     events.emit_status(job, message=f"Loading model '{job.model_name}'...")
     asr.load_model(settings, job.model_name)
 
+    # Speakers are found chunk by chunk, before each chunk is recognised, so every live segment carries a
+    # provisional speaker; chunks a killed worker already finished are diarized again first.
+    tracker = diarize.SpeakerTracker(num_speakers=job.num_speakers) if job.diarize else None
+    for index in range(job.chunks_done if tracker else 0):
+        _diarize_chunk(job, settings, audio, index, tracker)
+
     next_idx = Segment.select().where(Segment.job == job.id).count()
     for index in range(job.chunks_done, total):
         chunk_start, chunk_end = job.chunk_plan[index]
@@ -152,6 +157,7 @@ def _transcribe(job: Job, settings: Settings) -> None:
 
         events.emit_status(job, **progress_at(begin))
         if chunk_end - begin >= 0.3:
+            provisional = _diarize_chunk(job, settings, audio, index, tracker) if tracker else None
             recognition = asr.transcribe(
                 settings, audio[int(begin * SAMPLE_RATE): int(chunk_end * SAMPLE_RATE)],
                 model_name=job.model_name, language=job.language or job.detected_language,
@@ -164,42 +170,54 @@ def _transcribe(job: Job, settings: Settings) -> None:
             for seg in recognition.segments:
                 if Job.select(Job.status).where(Job.id == job.id).scalar() == "canceled":
                     raise Stopped()
-                with db.atomic():
-                    row = Segment.create(
-                        job=job.id, idx=next_idx, chunk_index=index, start=seg.start, end=seg.end, text=seg.text,
-                        words=[w.__dict__ for w in seg.words], avg_logprob=seg.avg_logprob,
-                        no_speech_prob=seg.no_speech_prob,
-                    )
-                    event = events.record(job.id, "segment", row.as_dict())
-                events.publish(event)
-                next_idx += 1
+                fields = dict(chunk_index=index, start=seg.start, end=seg.end, text=seg.text,
+                              words=[w.__dict__ for w in seg.words], avg_logprob=seg.avg_logprob,
+                              no_speech_prob=seg.no_speech_prob)
+                # A segment in which the speaker changes is committed as one segment per speaker.
+                parts = turns.label_segments([fields], provisional) if provisional is not None else [fields]
+                for part in parts:
+                    with db.atomic():
+                        row = Segment.create(job=job.id, idx=next_idx, **part)
+                        event = events.record(job.id, "segment", row.as_dict())
+                    events.publish(event)
+                    next_idx += 1
                 if time.monotonic() - last_tick >= STATUS_TICK_S:
                     events.emit_status(job, **progress_at(seg.end))
                     last_tick = time.monotonic()
+        elif tracker is not None:
+            _diarize_chunk(job, settings, audio, index, tracker)
         done = progress_at(chunk_end)
         done["message"] = f"Finished chunk {index + 1}/{total} ({int(done['progress'])}%)"
         events.emit_status(job, chunks_done=index + 1, **done)
 
-    if job.diarize and next_idx > 0:
+    if tracker is not None and next_idx > 0:
         events.emit_status(job, message="Identifying speakers...", progress=asr_share)
-        _label_speakers(job, audio)
+        _label_speakers(job, tracker.final_turns())
     _complete(job)
 
 
-def _label_speakers(job: Job, audio) -> None:
-    """Label who speaks, splitting segments at turns; the labelled transcript replaces the provisional one."""
-    from workers.diarize import assign_speakers
+def _diarize_chunk(job: Job, settings: Settings, audio, index: int,
+                   tracker: diarize.SpeakerTracker) -> list[turns.SpeakerTurn]:
+    """Diarize one chunk and return its turns under the recording's provisional speaker names."""
+    start, end = job.chunk_plan[index]
+    # A recording of one chunk is clustered into the requested count right away; with several chunks
+    # the count is imposed when all chunks' voices are clustered together (SpeakerTracker.final_turns).
+    wanted = job.num_speakers if job.total_chunks == 1 else None
+    found = diarize.diarize(audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)], model_dir=settings.model_dir,
+                            num_speakers=wanted, offset=start)
+    return tracker.add(index, found)
 
+
+def _label_speakers(job: Job, final_turns: list[turns.SpeakerTurn]) -> None:
+    """Relabel every segment with the final speakers; the labelled transcript replaces the provisional one."""
     rows = list(Segment.select().where(Segment.job == job.id).order_by(Segment.idx))
     fields = ("chunk_index", "start", "end", "text", "words", "avg_logprob", "no_speech_prob")
     segments = [{name: getattr(row, name) for name in fields} for row in rows]
-    pieces = turns.split_into_pieces(segments)
-    assignments = assign_speakers(audio, [(p.start, p.end) for p in pieces], num_speakers=job.num_speakers)
-    labelled = turns.regroup(segments, pieces, [(a.speaker, a.confidence) for a in assignments])
+    labelled = turns.label_segments(segments, final_turns)
     with db.atomic():
         Segment.delete().where(Segment.job == job.id).execute()
         created = [Segment.create(job=job.id, idx=idx, **seg) for idx, seg in enumerate(labelled)]
-        # Live clients swap their provisional, unlabelled segments for these.
+        # Live clients swap their provisional segments for these (ids may change where segments split).
         event = events.record(job.id, "speakers", {"segments": [s.as_dict() for s in created]})
     events.publish(event)
 
