@@ -72,7 +72,8 @@ MIN_VOICE_S = 0.5
 SAME_VOICE_SIMILARITY = 0.5
 
 THREADS_ENV = "PARLEY_DIARIZATION_THREADS"
-DEVICE_ENV = "PARLEY_DIARIZATION_DEVICE"  # auto (the GPU when one is visible), cpu or cuda
+DEVICE_ENV = "PARLEY_DIARIZATION_DEVICE"
+PYANNOTE_ENV = "PARLEY_PYANNOTE_MODEL"  # optional: a local pyannote.audio pipeline instead of sherpa-onnx  # auto (the GPU when one is visible), cpu or cuda
 
 
 class DiarizationUnavailable(RuntimeError):
@@ -196,12 +197,15 @@ def diarize(audio: np.ndarray, *, model_dir: Path, num_speakers: int | None = No
         raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
     if len(audio) < SAMPLE_RATE // 2 or not np.any(audio):
         return Diarization([], {}, {})
-    result = _pipeline(model_dir, num_speakers, threshold).process(audio).sort_by_start_time()
-    order: dict[int, str] = {}
+    found = _pyannote_turns(audio, num_speakers) if os.environ.get(PYANNOTE_ENV) else None
+    if found is None:
+        result = _pipeline(model_dir, num_speakers, threshold).process(audio).sort_by_start_time()
+        found = [(seg.start, seg.end, seg.speaker) for seg in result]
+    order: dict[object, str] = {}
     turns = []
-    for seg in result:
-        name = order.setdefault(seg.speaker, str(len(order)))
-        turns.append(SpeakerTurn(round(seg.start + offset, 3), round(seg.end + offset, 3), name))
+    for start, end, speaker in found:
+        name = order.setdefault(speaker, str(len(order)))
+        turns.append(SpeakerTurn(round(start + offset, 3), round(end + offset, 3), name))
     voices, voiced = {}, {}
     for name in order.values():
         samples = _solo_speech(audio, turns, name, offset)
@@ -211,6 +215,39 @@ def diarize(audio: np.ndarray, *, model_dir: Path, num_speakers: int | None = No
                 voices[name] = vector
                 voiced[name] = len(samples) / SAMPLE_RATE
     return Diarization(turns, voices, voiced)
+
+
+_pyannote_pipeline = None
+
+
+def _pyannote_turns(audio: np.ndarray, num_speakers: int | None) -> list[tuple[float, float, str]] | None:
+    """Turns from a local pyannote.audio pipeline (PARLEY_PYANNOTE_MODEL: its folder or config.yaml), for GPU
+    hosts that have one; None when it is not installed or fails, and sherpa-onnx is used instead.
+
+    Not exercised here: pyannote's own pipelines are gated downloads, absent from the offline test machines.
+    """
+    global _pyannote_pipeline
+    try:
+        import torch
+        from pyannote.audio import Pipeline
+    except ImportError:
+        return None
+    try:
+        with _engines_lock:
+            if _pyannote_pipeline is None:
+                path = Path(os.environ[PYANNOTE_ENV])
+                config = path / "config.yaml"
+                _pyannote_pipeline = Pipeline.from_pretrained(str(config if config.is_file() else path))
+                if torch.cuda.is_available():
+                    _pyannote_pipeline.to(torch.device("cuda"))
+        kwargs = {"num_speakers": num_speakers} if num_speakers else {}
+        output = _pyannote_pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SAMPLE_RATE}, **kwargs)
+        # pyannote 4 returns an object holding the annotation; 3.x the annotation itself.
+        annotation = getattr(output, "speaker_diarization", output)
+        return sorted((t.start, t.end, str(spk)) for t, _, spk in annotation.itertracks(yield_label=True))
+    except Exception:  # noqa: BLE001 - the job must not fail because the optional engine did
+        log.exception("pyannote diarization failed; using sherpa-onnx")
+        return None
 
 
 def _solo_speech(audio: np.ndarray, turns: list[SpeakerTurn], speaker: str, offset: float) -> np.ndarray:
