@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections import Counter
 
 import jiwer
 import requests
@@ -16,30 +15,6 @@ def normalise(text: str) -> str:
 
 def wer(reference: str, hypothesis: str) -> float:
     return jiwer.wer(normalise(reference), normalise(hypothesis))
-
-
-def true_speaker_at(turns: list[dict], start: float, end: float) -> str | None:
-    """The ground-truth speaker whose turn overlaps start..end the most."""
-    best, best_overlap = None, 0.0
-    for turn in turns:
-        overlap = min(end, turn["end"]) - max(start, turn["start"])
-        if overlap > best_overlap:
-            best, best_overlap = turn["speaker"], overlap
-    return best
-
-
-def label_agreement(turns: list[dict], segments: list[dict]) -> tuple[float, dict]:
-    """Share of segments whose label matches the truth under the best one-to-one renaming of labels."""
-    pairs = [(true_speaker_at(turns, s["start"], s["end"]), s["speaker"]) for s in segments]
-    pairs = [(t, p) for t, p in pairs if t is not None]
-    counts = Counter(pairs)
-    mapping, used = {}, set()
-    for (t, p), _ in counts.most_common():
-        if p not in mapping and t not in used:
-            mapping[p] = t
-            used.add(t)
-    right = sum(1 for t, p in pairs if mapping.get(p) == t)
-    return right / max(1, len(pairs)), mapping
 
 
 def read_sse(url: str, *, headers: dict | None = None, timeout: float = 300, on_event=None) -> list[dict]:

