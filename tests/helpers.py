@@ -7,6 +7,7 @@ import threading
 
 import jiwer
 import requests
+import websocket
 
 
 def normalise(text: str) -> str:
@@ -67,6 +68,29 @@ class Collector(threading.Thread):
         if self.error:
             raise self.error
         return self.events
+
+
+def ws_collector(stack, job_id, query=""):
+    """Reads a job's WebSocket stream (heartbeats left out) until the server closes it."""
+    def read(sink):
+        ws = websocket.create_connection(stack.base.replace("http", "ws") + f"/api/transcribe/live/{job_id}{query}",
+                                         timeout=120)
+        try:
+            while True:
+                try:
+                    message = ws.recv()
+                except websocket.WebSocketConnectionClosedException:
+                    break
+                if not message:
+                    break
+                event = json.loads(message)
+                if event["type"] != "heartbeat":
+                    sink.append(event)
+        finally:
+            ws.close()
+    c = Collector(read)
+    c.start()
+    return c
 
 
 def corrupt_m4a(source, dest, *, seed: int = 7):

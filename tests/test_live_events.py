@@ -1,41 +1,17 @@
 """Live progress over SSE and WebSocket: ordered, complete, no duplicates, mid-job join, resume by id."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import websocket
 
 from conftest import AUDIO, wait_until
-from helpers import Collector, events_of, normalise, read_sse
+from helpers import Collector, events_of, normalise, read_sse, ws_collector
 
 
 def sse_collector(stack, job_id, headers=None):
     def read(sink):
         read_sse(stack.url(f"/api/transcribe/events/{job_id}"), headers=headers,
                  on_event=lambda f: f.get("event") != "heartbeat" and sink.append(f["data"]))
-    c = Collector(read)
-    c.start()
-    return c
-
-
-def ws_collector(stack, job_id, query=""):
-    def read(sink):
-        ws = websocket.create_connection(stack.base.replace("http", "ws") + f"/api/transcribe/live/{job_id}{query}",
-                                         timeout=120)
-        try:
-            while True:
-                try:
-                    message = ws.recv()
-                except websocket.WebSocketConnectionClosedException:
-                    break
-                if not message:
-                    break
-                event = json.loads(message)
-                if event["type"] != "heartbeat":
-                    sink.append(event)
-        finally:
-            ws.close()
     c = Collector(read)
     c.start()
     return c

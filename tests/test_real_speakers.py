@@ -6,16 +6,13 @@ threshold were fitted on other recordings (its 'tune' files).
 """
 from __future__ import annotations
 
-import json
 import re
-import threading
 
 import numpy as np
 import pytest
-import websocket
 from scipy.optimize import linear_sum_assignment
 
-from helpers import real_recordings
+from helpers import real_recordings, ws_collector
 
 CALL = "call-diane-sheila"
 
@@ -50,38 +47,12 @@ def utterance_speakers(recording, segments: list[dict]) -> list[tuple[str, str, 
     return out
 
 
-def collect_ws(stack, job_id: str, sink: list) -> threading.Thread:
-    def read():
-        ws = websocket.create_connection(stack.base.replace("http", "ws") + f"/api/transcribe/live/{job_id}",
-                                         timeout=240)
-        try:
-            while True:
-                try:
-                    message = ws.recv()
-                except websocket.WebSocketConnectionClosedException:
-                    break
-                if not message:
-                    break
-                event = json.loads(message)
-                if event["type"] != "heartbeat":
-                    sink.append(event)
-                if event["type"] == "status" and event["status"] in ("completed", "failed"):
-                    break
-        finally:
-            ws.close()
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_two_person_call_count_quick_exchanges_and_live_labels(stack):
     recording = real_recordings()[CALL]
     job_id = stack.upload(recording.wav, diarize="true", model_name="base").json()["job_id"]
-    events: list[dict] = []
-    reader = collect_ws(stack, job_id, events)
+    reader = ws_collector(stack, job_id)
     assert stack.wait_job(job_id)["status"] == "completed"
-    reader.join(timeout=60)
+    events = reader.result(timeout=60)
     result = stack.get(f"/api/transcribe/result/{job_id}").json()
     segments = result["segments"]
 
@@ -115,8 +86,7 @@ def test_two_person_call_count_quick_exchanges_and_live_labels(stack):
     assert "<v SPEAKER_2>" in stack.get(f"/api/transcribe/result/{job_id}", params={"format": "vtt"}).text
 
     # A client that joins after the job sees the current (final) labels in the replay.
-    replay: list[dict] = []
-    collect_ws(stack, job_id, replay).join(timeout=60)
+    replay = ws_collector(stack, job_id).result(timeout=60)
     assert [e for e in replay if e["type"] == "speakers"][-1]["segments"] == segments
 
 
