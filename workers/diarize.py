@@ -291,7 +291,6 @@ class SpeakerTracker:
     def __init__(self, *, num_speakers: int | None = None):
         self.num_speakers = num_speakers
         self.chunks: dict[int, Diarization] = {}
-        self._global: dict[tuple[int, str], int] = {}  # (chunk, local speaker) -> provisional speaker
         self._sums: list[np.ndarray] = []  # provisional speaker -> sum of its voices, weighted by speech
 
     def add(self, index: int, diarization: Diarization) -> list[SpeakerTurn]:
@@ -322,14 +321,7 @@ class SpeakerTracker:
                     main = turn.speaker
                 else:
                     matched[turn.speaker] = matched[main]
-        for name, g in matched.items():
-            self._global[(index, name)] = g
         return [SpeakerTurn(t.start, t.end, f"SPEAKER_{matched[t.speaker] + 1}") for t in diarization.turns]
-
-    def turns(self) -> list[SpeakerTurn]:
-        """Every chunk's turns under provisional names."""
-        return [SpeakerTurn(t.start, t.end, f"SPEAKER_{self._global[(i, t.speaker)] + 1}")
-                for i in sorted(self.chunks) for t in self.chunks[i].turns]
 
     def final_turns(self) -> list[SpeakerTurn]:
         """All turns under final names: one chunk keeps its own clustering; several are clustered by voice."""
