@@ -377,3 +377,37 @@ def db_migrate() -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- the process supervisor ---------------------------------------------------------------------------
+@main.command()
+@click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False),
+              help="The list of processes to run.")
+@click.option("--only", help="Comma-separated process names to run (default: every line).")
+def supervise(procfile: str, only: str | None) -> None:
+    """Run the Procfile's processes, restart any that dies (with backoff), stop all on Ctrl-C or SIGTERM.
+
+    Backoff and crash-loop reporting are set by PARLEY_RESTART_MIN_S (0.5), PARLEY_RESTART_MAX_S (30),
+    PARLEY_RESTART_STABLE_S (10), PARLEY_CRASH_LOOP_AFTER (3) and PARLEY_STOP_TIMEOUT_S (10).
+    """
+    import os
+    from pathlib import Path
+
+    from parley.supervisor import Supervisor, read_procfile
+
+    commands = read_procfile(Path(procfile))
+    if only:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - set(commands))
+        if unknown:
+            raise click.UsageError(f"not in {procfile}: {', '.join(unknown)}; its processes: {', '.join(commands)}")
+        commands = {n: c for n, c in commands.items() if n in wanted}
+    env = os.environ
+    supervisor = Supervisor(
+        commands, data_dir=get_settings().data_dir,
+        min_backoff_s=float(env.get("PARLEY_RESTART_MIN_S", "0.5")),
+        max_backoff_s=float(env.get("PARLEY_RESTART_MAX_S", "30")),
+        stable_s=float(env.get("PARLEY_RESTART_STABLE_S", "10")),
+        crash_loop_after=int(env.get("PARLEY_CRASH_LOOP_AFTER", "3")),
+        stop_timeout_s=float(env.get("PARLEY_STOP_TIMEOUT_S", "10")))
+    sys.exit(supervisor.run())
