@@ -6,6 +6,7 @@ import os
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from jobs.crashes import CrashGuard
 from jobs.middleware import WorkerBoot, WorkerHeartbeat
 from jobs.reconciler import JobReconciler
 from parley.config import broker_options, get_settings
@@ -35,4 +36,5 @@ broker = ParleyBroker(url=get_settings().redis_url, **broker_options())
 broker.add_middleware(WorkerBoot())
 broker.add_middleware(WorkerHeartbeat())
 broker.add_middleware(JobReconciler())
+broker.add_middleware(CrashGuard())
 dramatiq.set_broker(broker)

@@ -226,6 +226,15 @@ def _finish_canceled(pull: ModelPull, part: Path) -> None:
           message=f"Download of {pull.model_name} canceled", end_ms=now_ms())
 
 
+def give_up(pull_id: str, reason: str) -> None:
+    """Fail a pull whose message kept killing its worker (jobs/crashes.py); its .part stays for a new pull."""
+    from parley.llmstore import llm_dir
+
+    pull = ModelPull.get_or_none(ModelPull.id == pull_id)
+    if pull is not None and pull.status not in TERMINAL:
+        _finish_failed(pull, llm_dir(get_settings()) / pull.model_name, f"the download {reason}", keep_part=True)
+
+
 def _finish_failed(pull: ModelPull, dest: Path, error: str, *, keep_part: bool) -> None:
     from workers.downloads import part_path
 

@@ -90,6 +90,18 @@ def run(job_id: int, *, settings: Settings | None = None) -> None:
         stream("status", "status", status="failed")
 
 
+def give_up(job_id: int, reason: str) -> None:
+    """Fail an analysis whose message kept killing its worker (jobs/crashes.py); nothing if it is finished."""
+    job = AnalysisJob.get_or_none(AnalysisJob.id == job_id)
+    if job is None or job.status in TERMINAL:
+        return
+    message = f"the analysis {reason}"
+    _set(job, status="failed", error_message=message, completed_at_ms=now_ms())
+    stream = Stream(job.id)
+    stream("error", "status", status="failed", message=message)
+    stream("status", "status", status="failed")
+
+
 def _config(job: AnalysisJob):
     """The job's own snapshot of the LLM settings (the API token is never snapshotted: it stays in one place)."""
     current = llm_config.current()

@@ -66,6 +66,17 @@ def run(job_id: str, *, settings: Settings | None = None) -> None:
         _finish(job, publish, "failed", error=str(exc))
 
 
+def give_up(job_id: str, reason: str) -> None:
+    """Fail a job whose message kept killing its worker (jobs/crashes.py); nothing if it is finished."""
+    job = LlmJob.get_or_none(LlmJob.id == job_id)
+    if job is None or job.status in ("completed", "failed", "canceled"):
+        return
+    publish = Publisher(job.id)
+    error = f"the language model {reason}"
+    publish("error", error=error)
+    _finish(job, publish, "failed", error=error)
+
+
 def _cancel_check(job_id: str):
     conn = client(get_settings().redis_url)
     return lambda: bool(conn.exists(cancel_key(job_id)))

@@ -73,6 +73,13 @@ def run_retranscription(job_id: str, *, settings: Settings | None = None) -> Non
             audio_file(settings, job).unlink(missing_ok=True)
 
 
+def give_up(job_id: str, reason: str) -> None:
+    """Fail a job whose message kept killing its worker (jobs/crashes.py); nothing if it is finished."""
+    job = Job.get_or_none(Job.id == job_id)
+    if job is not None and job.status not in Job.TERMINAL:
+        fail(job, f"{'re-transcription' if job.kind == 'retranscribe' else 'transcription'} {reason}")
+
+
 def _run_guarded(job: Job, settings: Settings, work) -> None:
     try:
         work(job, settings)
