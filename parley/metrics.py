@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import peewee
@@ -45,12 +46,14 @@ class StoreCollector:
     """A prometheus_client collector over Redis and the database; register it in the registry of a scrape.
 
     `redis_client` is a callable so a collector can outlive a reconnect; `queues` are the Dramatiq queue
-    names to report (the broker's, fixed, so label values stay few).
+    names to report (the broker's, fixed, so label values stay few); `data_dir`, where given, is where
+    the process supervisors of this host keep their state (parley/supervisor.py).
     """
 
     redis_client: Callable[[], redis.Redis]
     queues: Sequence[str]
     cache_s: float = 5.0
+    data_dir: Path | None = None
     _cached: tuple[float, list[Metric]] | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -68,6 +71,26 @@ class StoreCollector:
         yield up
         yield from redis_families
         yield from db_families
+        yield from self._process_families()
+
+    # --- the supervisor: restarts and crash loops ---------------------------------------------------
+    def _process_families(self) -> list[Metric]:
+        from parley.supervisor import read_states
+
+        lines = read_states(self.data_dir) if self.data_dir else {}
+        if not lines:
+            return []  # not started by `parley supervise`: nothing is known of restarts
+        restarts = CounterMetricFamily("parley_process_restarts", "Restarts of a Procfile process by the supervisor "
+                                       "since it started", labels=["process"])
+        up = GaugeMetricFamily("parley_process_up", "Whether the Procfile process is running (1) or waiting to be "
+                               "restarted or stopped (0)", labels=["process"])
+        looping = GaugeMetricFamily("parley_process_crash_looping", "Whether the Procfile process keeps exiting "
+                                    "within seconds of each start (1) or not (0)", labels=["process"])
+        for name, line in sorted(lines.items()):
+            restarts.add_metric([name], float(line.get("restarts") or 0))
+            up.add_metric([name], 1 if line.get("state") == "running" else 0)
+            looping.add_metric([name], 1 if line.get("crash_looping") else 0)
+        return [restarts, up, looping]
 
     # --- Redis: queues and workers ------------------------------------------------------------------
     def _redis_families(self) -> tuple[list[Metric], bool]:

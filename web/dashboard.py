@@ -41,7 +41,8 @@ def _declared_queues() -> list[str]:
 # --- the snapshot ----------------------------------------------------------------------------------
 def snapshot() -> dict:
     """Everything the page shows, as JSON: queues, workers, dead letters, recent and running jobs."""
-    state = {"generated_at": time.time(), "redis_error": None, "queues": [], "workers": [], "dead_letters": []}
+    state = {"generated_at": time.time(), "redis_error": None, "queues": [], "workers": [], "dead_letters": [],
+             "processes": _processes()}
     try:
         conn = _redis()
         names = queues.queue_names(conn, declared=_declared_queues())
@@ -54,6 +55,14 @@ def snapshot() -> dict:
         state["redis_error"] = f"Redis is unavailable: {type(exc).__name__}: {exc}"
     state["jobs"] = job_rows(state["generated_at"])
     return state
+
+
+def _processes() -> list[dict]:
+    """The Procfile lines of this host's process supervisors (empty when the stack was not started by one)."""
+    from parley.supervisor import read_states
+
+    lines = read_states(current_app.config["PARLEY_SETTINGS"].data_dir)
+    return [{"name": name, **{k: v for k, v in line.items() if k != "command"}} for name, line in sorted(lines.items())]
 
 
 def _with_job_errors(letters: list[dict]) -> list[dict]:

@@ -60,6 +60,7 @@ def install_metrics(app: Flask) -> None:
                     "/metrics counts this process only")
     app.extensions["parley_metrics"] = StoreCollector(
         redis_client=lambda: app.extensions["parley_redis"], queues=list(QUEUES),
+        data_dir=app.config["PARLEY_SETTINGS"].data_dir,
         cache_s=float(os.environ.get("PARLEY_METRICS_CACHE_S", "5")))
 
     @app.after_request

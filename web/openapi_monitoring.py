@@ -113,7 +113,8 @@ def metrics_paths() -> dict[str, Any]:
         "(first start to end), `parley_transcription_realtime_factor` (audio seconds per processing second), "
         "`parley_transcription_audio_seconds_total`, `parley_transcription_elapsed_seconds_total`, "
         "`parley_llm_generation_seconds`, `parley_llm_completion_tokens_total`, `parley_llm_tokens_per_second`. "
-        "`parley_metrics_source_up` says whether Redis and the database could be read.")}}
+        "`parley_metrics_source_up` says whether Redis and the database could be read. Under `parley supervise`: "
+        "`parley_process_restarts_total`, `parley_process_up` and `parley_process_crash_looping` (process).")}}
 
 
 def process_paths() -> dict[str, Any]:
@@ -126,12 +127,13 @@ def process_paths() -> dict[str, Any]:
         "name": string("parley-web, parley-worker-<name>, parley-redis, parley-database, parley-search, or an "
                        "alias: therascript_whisper_service, therascript_elasticsearch_service"),
         "image": string("What runs, as name:version, e.g. redis:7.0.15, sqlite:3.40.1; N/A when not found"),
-        "state": string(enum=["running", "exited", "not_found", "unhealthy"]),
+        "state": string(enum=["running", "restarting", "exited", "not_found", "unhealthy"]),
         "status": string("Docker-style wording, e.g. 'Up 3 minutes (idle)', 'Exited (stopped 2 minutes ago)', "
                          "'Container not found'"),
         "ports": array(port),
         "details": obj({}, required=None, description="kind (web, worker, redis, database, search, alias); workers: "
-                       "host, pid, queues, device, busy; aliases: aliasOf"),
+                       "host, pid, queues, device, busy; aliases: aliasOf. Under `parley supervise`: "
+                       "supervisor {state, pid, restarts, crashLooping, lastExit, lastExitAt, lastOutput}"),
     }, required=["id", "name", "image", "state", "status", "ports"])
     logs = obj({"logs": string("The last 200 lines, with UTC timestamps, secrets redacted; or why there is no log"),
                 "containerName": string("The name asked for")})
@@ -142,7 +144,9 @@ def process_paths() -> dict[str, Any]:
             description="Parley runs no containers: this lists its processes in the sessions API's shape. Workers' "
             "state comes from heartbeats (running; exited once a worker's heartbeat stopped; not_found when the "
             "Procfile expects one that never beat); Redis, the database and search are probed (running or "
-            "unhealthy). therascript_whisper_service stands for the transcription workers and "
+            "unhealthy). Under `parley supervise` (scripts/start) a process waiting to be restarted, or "
+            "crash-looping and not up, is restarting, and its status names its last exit and restart count. "
+            "therascript_whisper_service stands for the transcription workers and "
             "therascript_elasticsearch_service for the search backend.")},
         "/api/docker/logs/{name}": {"get": operation(
             "monitoring", "docker_logs", "The last lines of a process's log",

@@ -10,6 +10,10 @@ Parley runs no containers, so GET /api/docker/status lists its processes instead
   Several live workers of one name are `parley-worker-<name>.1`, `.2`, ...
 - `parley-redis`: PING and INFO server. `parley-database`: SELECT 1. `parley-search`: a probe query on
   the search backend. Each is running, or unhealthy when it does not answer.
+- Under `parley supervise` (scripts/start), the web, worker and Redis entries also carry the supervisor's
+  view in `details.supervisor` (state, restarts, last exit and its last output line), and a line waiting
+  to be restarted, or crash-looping and not up, is `restarting` ("Restarting (killed by SIGKILL) 3 seconds
+  ago", Docker's wording), whatever its heartbeat said.
 - `therascript_whisper_service` (the transcription workers) and `therascript_elasticsearch_service`
   (the search backend): the names the sessions client asks for, as aliases.
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import os
+import re
 import shlex
 import socket
 import sqlite3
@@ -33,6 +38,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from jobs.middleware import SPEECH_QUEUES, alive_workers, last_beats
 from parley import logs
+from parley.supervisor import read_states
 from web.errors import ApiError
 
 processes_bp = Blueprint("processes", __name__, url_prefix="/api/docker")
@@ -50,7 +56,7 @@ class Process:
     name: str
     id: str = "N/A"
     image: str = "N/A"
-    state: str = "not_found"  # running, exited, not_found or unhealthy
+    state: str = "not_found"  # running, restarting, exited, not_found or unhealthy
     status: str = NOT_FOUND_STATUS
     ports: list[dict] = dataclasses.field(default_factory=list)
     details: dict = dataclasses.field(default_factory=dict)
@@ -268,13 +274,45 @@ def _search(database_url: str) -> Process:
                    details={"kind": "search", "backend": backend.name})
 
 
+def _supervised(processes: list[Process], data_dir: Path) -> None:
+    """Adds the process supervisor's view (restarts, last exit, crash loops) to the processes it runs."""
+    lines = read_states(data_dir)
+    if not lines:
+        return
+    # A line's process name is the PARLEY_PROCESS_NAME its command sets (the line's key otherwise).
+    by_name = {}
+    for key, line in lines.items():
+        found = re.search(r"PARLEY_PROCESS_NAME=([\w.-]+)", line.get("command") or "")
+        by_name[found.group(1) if found else key] = line
+    now = time.time()
+    for process in processes:
+        line = by_name.get(process.log_names[0]) if process.log_names else None
+        if line is None:
+            continue
+        process.details["supervisor"] = {
+            "state": line.get("state"), "pid": line.get("pid"), "restarts": line.get("restarts") or 0,
+            "crashLooping": bool(line.get("crash_looping")), "lastExit": line.get("last_exit"),
+            "lastExitAt": line.get("last_exit_at"), "lastOutput": line.get("last_output")}
+        waiting = line.get("state") in ("backoff", "crash-loop")
+        # The web entry is written by a web process that answers: it is up, whatever the line's state.
+        if process.details.get("kind") != "web" and (
+                waiting or line.get("crash_looping") and process.state != "running"):
+            ago = _duration(now - float(line.get("last_exit_at") or now))
+            process.state = "restarting"
+            process.status = f"Restarting ({line.get('last_exit')}) {ago} ago"
+        if line.get("restarts"):
+            process.status += f"; restarted {line['restarts']} time{'s' if line['restarts'] != 1 else ''}"
+        if line.get("crash_looping"):
+            process.status += f"; crash loop, last output: {line.get('last_output') or '-'}"
+
+
 def _aliases(processes: list[Process]) -> list[Process]:
     """The two names the sessions client asks for, standing for the processes that do that work today."""
     speech = [p for p in processes if p.details.get("kind") == "worker"
               and set(p.details.get("queues") or []) & SPEECH_QUEUES]
     whisper = Process(WHISPER_ALIAS, details={"kind": "alias", "aliasOf": [p.name for p in speech]},
                       no_log="No transcription worker is configured or has run (see the Procfile).")
-    for state in ("running", "exited", "unhealthy"):
+    for state in ("running", "restarting", "exited", "unhealthy"):
         chosen = [p for p in speech if p.state == state]
         if chosen:
             whisper.id = ",".join(p.id for p in chosen)
@@ -297,6 +335,7 @@ def deployment() -> list[Process]:
     conn = current_app.extensions["parley_redis"]
     processes = [_web(), *_workers(conn), _redis(conn, settings.redis_url), _database(settings.database_url),
                  _search(settings.database_url)]
+    _supervised(processes, settings.data_dir)
     processes += _aliases(processes)
     return sorted(processes, key=lambda p: p.name)
 

@@ -40,6 +40,14 @@
     fill("queues", state.queues.map((q) => el("tr", { "data-queue": q.name }, el("th", {}, q.name),
       ...["waiting", "in_progress", "delayed", "dead"].map((k) => el("td", { "data-count": k }, q[k])))),
     "no queue", 5);
+    fill("processes", (state.processes || []).map((p) => el("tr", { "data-process": p.name,
+      "data-state": p.crash_looping ? "crash-loop" : p.state },
+      el("td", {}, p.name),
+      el("td", { class: "status" }, p.state + (p.crash_looping && p.state !== "crash-loop" ? " (crash loop)" : "")),
+      el("td", {}, p.pid ?? ""), el("td", {}, p.restarts),
+      el("td", {}, p.last_exit ? `${p.last_exit} at ${utc(p.last_exit_at)}` : ""),
+      el("td", { class: "error" }, p.last_output || ""))),
+    "not started by parley supervise (scripts/start): no restart data", 6);
     fill("workers", state.workers.map((w) => el("tr", { "data-worker": w.id }, el("td", {}, w.id),
       el("td", {}, (w.queues || []).join(", ")), el("td", {}, w.device ?? ""), el("td", {}, (w.busy || []).join(", ")),
       el("td", {}, utc(w.started_at)), el("td", {}, utc(w.seen_at)))), "no worker is alive", 6);
