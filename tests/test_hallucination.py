@@ -53,3 +53,20 @@ def test_the_guard_keeps_every_real_segment(model_name):
         for vad in (True, False):
             for seg in model.transcribe(audio, beam_size=settings.beam_size, word_timestamps=True, vad_filter=vad)[0]:
                 assert asr.hallucination(seg) is None, (name, vad, seg.start, seg.text)
+
+
+def test_the_rate_rule_allows_for_squeezed_timings_of_short_segments():
+    """Whisper's segment ends are often 0.1 s off: a short real question must not read as invented text."""
+    from types import SimpleNamespace
+
+    def segment(text, start, end):
+        words = [SimpleNamespace(word=w) for w in text.split()]
+        return SimpleNamespace(start=start, end=end, text=text, words=words, no_speech_prob=0.1, avg_logprob=-0.3,
+                               compression_ratio=1.2)
+
+    # Seen in CI on a real phone call (base, decoded at temperature 0.2): 5 words in 0.38 s.
+    assert asr.hallucination(segment("So, what kind of thing?", 27.56, 27.94)) is None
+    # What base invents in the hiss after real speech (a copy of it in about 1 s), and a burst in 0.24 s.
+    invented = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+    assert asr.hallucination(segment(invented, 30.0, 30.98)) == "22 words in 0.98 s"
+    assert asr.hallucination(segment(invented + " Thank you. Thank you.", 29.76, 30.0)) == "26 words in 0.24 s"

@@ -50,6 +50,12 @@ MAX_SEGMENT_S = 12.0
 # timings squeeze a little, so only a rate far above that, over several words, marks invented text.
 MAX_WORDS_PER_S = 12.0
 MIN_WORDS_FOR_RATE = 4
+# A segment's ends are placed from 20 ms attention frames and are often 0.1 s off each: a short real
+# segment can come out squeezed ("So, what kind of thing?", 5 words in 0.38 s, decoded at temperature
+# 0.2). The rate is taken over the duration plus this much, which a text invented in 1 s at 24 words
+# a second (or 27 words in 0.24 s) still far exceeds.
+SEGMENT_TIMING_SLACK_S = 0.2
+SAMPLING_SEED = 0  # CTranslate2's sampling seed, set in load_model
 # Whisper's own silence rule (openai-whisper and faster-whisper use these values for no_speech_threshold
 # and log_prob_threshold): a likely-silent window whose text the decoder was unsure of.
 NO_SPEECH_PROB = 0.6
@@ -88,6 +94,12 @@ def load_model(settings: Settings, name: str):
                     f"model {name} is not in the model store; run `parley models pull {name}`")
             path = modelstore.model_path(settings.model_dir, name)
             log.info("loading %s on %s (%s)", name, device, compute)
+            # Where decoding at temperature 0 fails Whisper's checks it samples at higher temperatures.
+            # CTranslate2 seeds each decoding thread's generator when the model makes its threads; a fixed
+            # seed makes a worker's transcripts reproducible from one start to the next.
+            import ctranslate2
+
+            ctranslate2.set_random_seed(SAMPLING_SEED)
             model = WhisperModel(str(path), device=device, compute_type=compute,
                                  cpu_threads=settings.cpu_threads or min(4, os.cpu_count() or 1))
             _models[key] = model
@@ -162,9 +174,9 @@ def hallucination(seg) -> str | None:
     real 30 s recording). Each rule is one the engine's own decoder uses or a physical limit of speech,
     and each is shown by tests/test_hallucination.py to keep every word of real recordings.
     """
-    duration = max(seg.end - seg.start, 0.05)
+    duration = max(seg.end - seg.start, 0.0)
     n_words = len(seg.words) if seg.words else len(seg.text.split())
-    if n_words >= MIN_WORDS_FOR_RATE and n_words / duration > MAX_WORDS_PER_S:
+    if n_words >= MIN_WORDS_FOR_RATE and n_words / (duration + SEGMENT_TIMING_SLACK_S) > MAX_WORDS_PER_S:
         return f"{n_words} words in {duration:.2f} s"
     if seg.no_speech_prob > NO_SPEECH_PROB and seg.avg_logprob < SILENCE_LOGPROB:
         return f"no speech (p={seg.no_speech_prob:.2f}, avg logprob {seg.avg_logprob:.2f})"
