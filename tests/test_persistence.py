@@ -87,3 +87,58 @@ def test_segment_index_is_unique_per_job(schema):
     with pytest.raises(peewee.IntegrityError), schema.atomic():
         Segment.create(job=job, idx=0, chunk_index=0, start=1, end=2, text="b")
     assert Segment.get(Segment.job == job).words == [] and Segment.select().count() == 1
+
+
+def test_ids_are_never_reused_after_a_delete(schema):
+    """A stale bookmark must not open another client's session: the newest id deleted is not given again."""
+    from models import AnalysisJob, Chat, Message, Session, Template
+
+    def new(model):
+        if model is Session:
+            return Session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="queued")
+        if model is Chat:
+            return Chat.create(session=None, timestamp_ms=1)
+        if model is Message:
+            return Message.create(chat=Chat.create(session=None, timestamp_ms=1), sender="user", text="hi",
+                                  timestamp_ms=1)
+        if model is Template:
+            return Template.create(title=f"t-{uuid.uuid4()}", text="x", created_at_ms=1)
+        return AnalysisJob.create(original_prompt="q", short_prompt="q", created_at_ms=1)
+
+    for model in (Session, Chat, Message, Template, AnalysisJob):
+        newest = new(model)
+        newest.delete_instance(recursive=True)
+        assert new(model).id > newest.id, model.__name__
+
+
+def test_the_autoincrement_migration_keeps_existing_rows_and_links(tmp_path):
+    """A database made before migration 0008: every row, index and foreign key survives the table rebuild."""
+    from playhouse.migrations import Runner
+
+    from models import Chat, Message, Paragraph, Session, db, migrate
+    from models.db import MIGRATIONS_DIR, init_db
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    database = init_db(url)
+    with database.connection_context():
+        Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0007_double_precision")
+        sessions = [Session.create(file_name=f"{n}.mp3", date="2026-01-01T12:00:00.000Z", status="completed")
+                    for n in range(3)]
+        Paragraph.create(session=sessions[1], idx=0, start_ms=0, end_ms=1000, text="kept")
+        chat = Chat.create(session=sessions[1], timestamp_ms=1)
+        Message.create(chat=chat, sender="ai", text="hello", timestamp_ms=1)
+        sessions[2].delete_instance(recursive=True)
+        sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'session'").fetchone()[0]
+        assert "AUTOINCREMENT" not in sql
+    assert migrate(url) == ["0008_ids_never_reused"]
+    with db.connection_context():
+        assert "AUTOINCREMENT" in db.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'session'").fetchone()[0]
+        assert [s.file_name for s in Session.select().order_by(Session.id)] == ["0.mp3", "1.mp3"]
+        assert Paragraph.get().session_id == sessions[1].id and Message.get().chat_id == chat.id
+        assert db.execute_sql("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+        indexes = {name for (name,) in db.execute_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"paragraph_session_id", "message_chat_id"} <= indexes, indexes
+        Session.delete().where(Session.id == sessions[1].id).execute()  # the database's own cascades still work
+        assert Paragraph.select().count() == 0 and Chat.select().count() == 0 and Message.select().count() == 0
+        assert Session.create(file_name="new.mp3", date="2026-01-01T12:00:00.000Z", status="queued").id > 2
