@@ -23,7 +23,7 @@ def read_sse(url: str, *, headers: dict | None = None, timeout: float = 300, on_
     out: list[dict] = []
     with requests.get(url, stream=True, headers=headers or {}, timeout=timeout) as resp:
         assert resp.status_code == 200, resp.text
-        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8", resp.headers["Content-Type"]
         current: dict = {}
         for line in resp.iter_lines(decode_unicode=True):
             if line == "":

@@ -117,6 +117,12 @@ def full_cycle(stack):
     audio = stack.get(f"/api/sessions/{sid}/audio")
     assert audio.status_code == 200 and audio.content == (AUDIO / "two_speakers.mp3").read_bytes()
     assert audio.headers["Content-Type"] == "audio/mpeg" and audio.headers["Accept-Ranges"] == "bytes"
+    part = stack.get(f"/api/sessions/{sid}/audio", headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == audio.content[10:20]
+    beyond = stack.get(f"/api/sessions/{sid}/audio", headers={"Range": f"bytes={len(audio.content) + 10}-"})
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(audio.content)}"
+    nonsense = stack.get(f"/api/sessions/{sid}/audio", headers={"Range": "bytes=abc"})  # ignored (RFC 9110)
+    assert nonsense.status_code == 200 and nonsense.content == audio.content
     gone = stack.session.delete(stack.url(f"/api/sessions/{sid}/audio"))
     assert gone.json() == {"message": f"Original audio file for session {sid} deleted successfully."}
     assert stack.get(f"/api/sessions/{sid}").json()["audioPath"] is None

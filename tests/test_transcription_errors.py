@@ -70,6 +70,14 @@ def test_upload_over_limit_is_413(stack, nothing_left):
     assert "3 MB" in response.json()["detail"]
 
 
+def test_a_long_form_field_is_413_naming_the_field_limit(stack, nothing_left):
+    # 2 MB of text in an ordinary field: under the 3 MB body limit, over the parser's in-memory one.
+    response = stack.post("/api/transcribe/", files={"file": ("a.mp3", b"x" * 100)}, data={"language": "e" * 2_000_000})
+    assert response.status_code == 413, response.text
+    detail = response.json()["detail"]
+    assert "form field" in detail and "500000 bytes" in detail and "3 MB" not in detail, detail
+
+
 @pytest.mark.parametrize("fields, words", [
     ({"model_name": "whisper-huge"}, ["unknown model", "tiny.en", "large-v3"]),
     ({"model_name": "large-v3"}, ["not downloaded", "parley models pull large-v3", "tiny.en"]),

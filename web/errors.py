@@ -118,7 +118,7 @@ def register_error_handlers(app: Flask) -> None:
             return exc.response
         message = exc.description or exc.name
         if exc.code == 413:
-            message = f"the upload is larger than the limit of {app.config['MAX_UPLOAD_MB']} MB"
+            message = _too_large_message(app)
         response = jsonify(error_body(exc.code or 500, message))
         response.status_code = exc.code or 500
         for name, value in exc.get_headers():
@@ -130,3 +130,14 @@ def register_error_handlers(app: Flask) -> None:
     def _unhandled(exc: Exception):
         log.exception("unhandled error")
         return jsonify(error_body(500, f"internal error: {type(exc).__name__}")), 500
+
+
+def _too_large_message(app) -> str:
+    """Which of Werkzeug's limits a 413 hit: the whole body, one form field, or the number of parts."""
+    length = request.content_length
+    if length is None or length > app.config["MAX_CONTENT_LENGTH"] or request.mimetype != "multipart/form-data":
+        return f"the upload is larger than the limit of {app.config['MAX_UPLOAD_MB']} MB"
+    # The body fits, so the multipart parser stopped it: a text field over its in-memory limit, or
+    # more parts than it accepts (files are streamed to disk and only count towards the body limit).
+    return (f"a form field other than a file is larger than the limit of {request.max_form_memory_size} bytes, "
+            f"or the form has more than {request.max_form_parts} parts; send long text as a file part")

@@ -8,6 +8,7 @@ import time
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from werkzeug.http import parse_range_header
 
 from jobs.middleware import alive_workers
 from models import Chat, Job, Paragraph, Session, db
@@ -358,7 +359,10 @@ def audio_path_or_404(session: Session):
 def get_audio(session_id: str):
     session = session_or_404(session_id)
     path = audio_path_or_404(session)
-    # Werkzeug serves Range requests (206, 416 with Content-Range) and streams the file in blocks.
+    # Werkzeug serves Range requests (206, 416 with Content-Range) and streams the file in blocks. A Range
+    # header it can't parse is ignored, as RFC 9110 (14.2) asks: the whole file, 200; Werkzeug would say 416.
+    if "HTTP_RANGE" in request.environ and parse_range_header(request.environ["HTTP_RANGE"]) is None:
+        del request.environ["HTTP_RANGE"]
     response = send_file(path, mimetype=AUDIO_MIMETYPES.get(path.suffix.lower(), "application/octet-stream"),
                          conditional=True, etag=True, max_age=0)
     response.headers["Accept-Ranges"] = "bytes"
