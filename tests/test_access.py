@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 
 import pytest
 import requests
@@ -34,7 +33,8 @@ def bearer(token: str) -> dict:
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory, redis_server):
     """A stack with three tokens (read, write, admin) and a small rate limit."""
-    with running_stack(tmp_path_factory.mktemp("access"), redis_server, PARLEY_RATE_LIMIT="3 per minute") as s:
+    with running_stack(tmp_path_factory.mktemp("access"), redis_server, PARLEY_RATE_LIMIT="3 per minute",
+                       PARLEY_RATE_LIMIT_TRANSCRIPTION_UPLOADS="1 per minute") as s:
         s.tokens = {scope: create_token(s, f"{scope}-token", scope) for scope in ("read", "write", "admin")}
         yield s
 
@@ -142,9 +142,13 @@ def test_rate_limit_is_per_token_and_per_group(guarded):
     assert [a.status_code for a in answers] == [400, 400, 400, 429]
     limited = answers[-1]
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
-    assert limited.json()["error"] == "TooManyRequestsError" and "uploads" in limited.json()["message"]
-    # The transcription API's upload shares the budget; another token and another group do not.
-    assert guarded.post("/api/transcribe/", headers=bearer(first)).status_code == 429
+    assert limited.json()["error"] == "TooManyRequestsError" and "session uploads" in limited.json()["message"]
+    # The transcription API has its own budget, set apart (PARLEY_RATE_LIMIT_TRANSCRIPTION_UPLOADS=1 per minute).
+    assert guarded.post("/api/transcribe/", headers=bearer(first)).status_code == 400
+    again = guarded.post("/api/transcribe/", headers=bearer(first))
+    assert again.status_code == 429 and "1 per 1 minute" in again.json()["message"], again.text
+    assert "transcription uploads" in again.json()["message"]
+    # Another token and another group do not share the budget.
     assert guarded.post("/api/sessions/upload", headers=bearer(second)).status_code == 400
     assert guarded.post("/api/analysis-jobs", json={}, headers=bearer(first)).status_code == 400
     assert guarded.get("/api/sessions", headers=bearer(first)).status_code == 200  # reads are not limited
@@ -252,7 +256,7 @@ def test_logs_hold_no_transcript_text_and_no_tokens(tmp_path_factory, redis_serv
         words = {w.strip(".,?!").lower() for seg in result["segments"] for w in seg["text"].split() if len(w) > 6}
         assert len(words) >= 3, result
         s.get("/api/sessions", headers=bearer("parley_wrong-token-value"))
-        time.sleep(1)
+        # Every process runs unbuffered and logs before it answers or acknowledges: the files are complete.
         logs = "\n".join(p.read_text(errors="replace").lower()
                          for p in s.tmp.rglob("*.log"))
         assert len(logs) > 1000  # the processes did log (at DEBUG), so the absence below means something
@@ -261,3 +265,23 @@ def test_logs_hold_no_transcript_text_and_no_tokens(tmp_path_factory, redis_serv
         assert remote_key.lower() not in logs
         leaked = sorted(w for w in words if re.search(rf"\b{re.escape(w)}\b", logs))
         assert leaked == [], f"transcript words in the logs: {leaked}"
+
+
+def test_the_single_user_at_this_machine_is_not_rate_limited(tmp_path_factory, redis_server):
+    """No token and a loopback client (the default mode): a batch import of a folder never meets a 429."""
+    with running_stack(tmp_path_factory.mktemp("single"), redis_server, PARLEY_RATE_LIMIT="2 per minute") as s:
+        answers = [s.post("/api/sessions/upload").status_code for _ in range(8)]
+        answers += [s.post("/api/transcribe/").status_code for _ in range(8)]
+    assert answers == [400] * 16
+
+
+def test_a_malformed_limit_is_refused_at_start(monkeypatch):
+    from web.auth import group_limit
+
+    monkeypatch.setenv("PARLEY_RATE_LIMIT_CHAT", "lots")
+    with pytest.raises(ValueError, match="PARLEY_RATE_LIMIT_CHAT must be a limit such as '30 per minute'"):
+        group_limit("chat")
+    monkeypatch.setenv("PARLEY_RATE_LIMIT_ANALYSIS", "off")
+    assert group_limit("analysis") is None
+    monkeypatch.setenv("PARLEY_RATE_LIMIT", "5 per second")
+    assert group_limit("session uploads") == "5 per second"

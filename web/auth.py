@@ -9,6 +9,7 @@ import time
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect, request
 from flask_limiter import Limiter, RequestLimit
+from limits import parse_many
 
 from parley import api_tokens
 from web.errors import error_body
@@ -28,9 +29,12 @@ PUBLIC_ENDPOINTS = {"meta.health", "system.health", "system.readiness", "docs.sw
 # Everything about operating the deployment rather than using it.
 ADMIN_BLUEPRINTS = {"admin", "dashboard", "metrics", "processes"}
 ADMIN_ENDPOINTS = {"search.reindex", "system.reset_transcription", "llm.api_token"}
-# The expensive endpoints, limited per token (or per client address without tokens), one budget per group.
+# The expensive endpoints, limited per token (or per client address on an open network without tokens),
+# one budget per group. Each group's limit is PARLEY_RATE_LIMIT_<GROUP> (upper case, "_" for spaces),
+# else PARLEY_RATE_LIMIT; "off" lifts it.
 RATE_LIMITED = {
-    "uploads": ("sessions.upload_session", "transcribe.create_job", "retranslate.segment", "retranslate.segment_from_full"),
+    "session uploads": ("sessions.upload_session",),
+    "transcription uploads": ("transcribe.create_job", "retranslate.segment", "retranslate.segment_from_full"),
     "chat": ("chats.chat_message", "chats.session_chat_message", "summary.chat", "summary.create_summary"),
     "analysis": ("analysis.create_job",),
 }
@@ -148,6 +152,27 @@ def _rate_key() -> str:
     return f"token:{info.id}" if info else f"addr:{request.remote_addr}"
 
 
+def _single_user() -> bool:
+    """No token configured and a loopback client: the one person at this machine, who is not limited
+    (a batch import of a folder must not hit 429). Behind a reverse proxy every client is loopback
+    too, which is why Parley refuses to serve other addresses without tokens."""
+    return g.get("token") is None and not api_tokens.any_configured() and is_loopback(request.remote_addr)
+
+
+def group_limit(group: str) -> str | None:
+    """The limit of a rate-limit group from the environment, None where it is off."""
+    name = f"{RATE_LIMIT_ENV}_{group.upper().replace(' ', '_')}"
+    name = name if name in os.environ else RATE_LIMIT_ENV
+    value = os.environ.get(name, DEFAULT_RATE_LIMIT).strip()
+    if value.lower() in ("off", "none", "0"):
+        return None
+    try:
+        parse_many(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a limit such as '30 per minute' or 'off', got {value!r}") from None
+    return value
+
+
 def _rate_limited(limit: RequestLimit) -> Response:
     seconds = max(1, int(limit.reset_at - time.time()))
     group = limit.request_args[-1]
@@ -162,7 +187,6 @@ def install_access_control(app: Flask) -> None:
     app.config["PARLEY_OPEN_NETWORK"] = os.environ.get(OPT_OUT_ENV, "").strip().lower() in {"1", "true", "yes"}
     app.register_blueprint(auth_bp)
     app.before_request(_check_access)
-    limit = os.environ.get(RATE_LIMIT_ENV, DEFAULT_RATE_LIMIT)
     settings = app.config["PARLEY_SETTINGS"]
     # Redis-backed so every web process shares one budget per token; with Redis down the limit is not
     # enforced (swallow_errors) and the request fails on its own with a clear 503 where it needs the queue.
@@ -170,7 +194,10 @@ def install_access_control(app: Flask) -> None:
                       strategy="moving-window", key_prefix="parley:ratelimit", on_breach=_rate_limited,
                       storage_options={"socket_timeout": 2, "socket_connect_timeout": 2})
     for group, endpoints in RATE_LIMITED.items():
-        shared = limiter.shared_limit(limit, scope=group)
+        limit = group_limit(group)
+        if limit is None:
+            continue
+        shared = limiter.shared_limit(limit, scope=group, exempt_when=_single_user)
         for endpoint in endpoints:  # flask-limiter checks decorated limits inside the wrapped view
             app.view_functions[endpoint] = shared(app.view_functions[endpoint])
     app.extensions["parley_limiter"] = limiter
