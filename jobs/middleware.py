@@ -128,9 +128,11 @@ class WorkerHeartbeat(Middleware):
             try:
                 llm = sys.modules.get("workers.llm")  # loaded only in processes that run LLM work
                 resident = getattr(llm, "resident", None)  # None while that module is still importing
+                on_gpu = getattr(llm, "resident_on_gpu", None)
                 state = dict(self.info, busy=sorted(self.current.values()), jobs=self._held_jobs(),
                              seen_at=time.time(),
-                             llm_resident=resident() if resident else None)
+                             llm_resident=resident() if resident else None,
+                             llm_on_gpu=bool(on_gpu and on_gpu()))
                 self._redis.set(self.key, json.dumps(state), ex=int(self.interval_s * 3))
                 self._redis.set(LAST_BEAT_KEY_PREFIX + self.info["name"], json.dumps(state), ex=LAST_BEAT_TTL_S)
             except Exception as exc:  # noqa: BLE001  (a dead heartbeat would make a live worker look dead)
@@ -172,7 +174,23 @@ def diarization_available() -> bool:
 
 
 def alive_workers(conn: redis.Redis) -> list[dict]:
-    """The workers whose heartbeat has not expired."""
+    """The workers whose heartbeat has not expired, less those of this host whose process is gone.
+
+    A worker killed with SIGKILL leaves its last heartbeat for up to three intervals; beside its
+    replacement it would count twice (and show as two workers) until then.
+    """
     keys = list(conn.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200))
     values = conn.mget(keys) if keys else []
-    return [json.loads(v) for v in values if v]
+    return [beat for beat in (json.loads(v) for v in values if v) if not _gone_from_this_host(beat)]
+
+
+def _gone_from_this_host(beat: dict) -> bool:
+    if beat.get("host") != socket.gethostname() or not beat.get("pid"):
+        return False
+    try:
+        os.kill(int(beat["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError, OverflowError):
+        return False  # a process of another user holds the pid: alive as far as we can tell
+    return False
