@@ -259,3 +259,16 @@ def test_analysis_document_matches_the_handlers(tmp_path, monkeypatch):
     assert (missing.status_code, missing.mimetype, missing.get_data(as_text=True)) == (404, "text/plain",
                                                                                        "Job not found")
     assert client.post("/api/analysis-jobs", json={"sessionIds": [], "prompt": "p" * 10}).status_code == 400
+
+
+def test_the_repository_stands_alone():
+    """Someone who clones Parley has only the repository: nothing in it points outside it."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    tracked = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True).stdout.split()
+    outside = "../" + "shared"  # spelled in two parts so this file does not match itself
+    pointing_out = [name for name in tracked if (root / name).is_file()
+                    and outside in (root / name).read_text(errors="replace")]
+    assert pointing_out == []

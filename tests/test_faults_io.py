@@ -178,19 +178,29 @@ def pg_stack(tmp_path_factory, redis_server, models_ready, postgres_url):
         yield s
 
 
-def terminate_backends(url: str) -> int:
-    """pg_terminate_backend for every other connection to the database (the stack's pooled ones)."""
+def _count(url: str, sql: str) -> int:
     import psycopg2
 
     admin = psycopg2.connect(url)
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
-            cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            cur.execute(sql)
             return cur.fetchone()[0]
     finally:
         admin.close()
+
+
+def lock_waiters(url: str) -> int:
+    """Connections to the database that are waiting for a lock."""
+    return _count(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND wait_event_type = 'Lock'")
+
+
+def terminate_backends(url: str) -> int:
+    """pg_terminate_backend for every other connection to the database (the stack's pooled ones)."""
+    return _count(url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 def test_postgres_table_lock_and_killed_connections_are_503_then_everything_recovers(pg_stack, postgres_url):
@@ -211,7 +221,8 @@ def test_postgres_table_lock_and_killed_connections_are_503_then_everything_reco
         waiting: dict = {}
         t = threading.Thread(target=lambda: waiting.update(resp=timed(lambda: s.get("/api/templates"))))
         t.start()
-        time.sleep(0.5)
+        wait_until(lambda: lock_waiters(postgres_url) >= 1, timeout=10, interval=0.05,
+                   what="a request waiting on the lock")
         assert terminate_backends(postgres_url) >= 2  # the waiting request's connection and the locker's
         t.join(30)
         assert_database_busy(*waiting["resp"])
@@ -252,7 +263,9 @@ def test_postgres_outage_while_streaming_delays_events_but_keeps_the_stream_open
     reader = threading.Thread(target=read, daemon=True)
     try:
         reader.start()
-        time.sleep(2 * DB_TIMEOUT_S + 1.5)  # long enough for the log read to time out and be retried
+        # The log read timed out (and is retried) and the stream beat meanwhile.
+        wait_until(lambda: "cannot read the event log" in s.web.log_path.read_text(errors="replace")
+                   and ": heartbeat" in lines, timeout=10 * DB_TIMEOUT_S + 30, interval=0.1, what="a failed read")
         assert lines[0] == "200" and not any(x.startswith("data:") for x in lines)
         assert ": heartbeat" in lines  # the stream stayed open meanwhile
     finally:

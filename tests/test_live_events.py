@@ -96,7 +96,6 @@ def test_one_redis_subscription_serves_every_client_and_idle_streams_beat(stack)
     """20 clients on a job that waits in the queue: still one pattern subscription, and heartbeats flow."""
     import subprocess
     import threading
-    import time
 
     import requests
 
@@ -112,9 +111,12 @@ def test_one_redis_subscription_serves_every_client_and_idle_streams_beat(stack)
     beats: list[int] = []
     stop = threading.Event()
 
+    connected: list[int] = []
+
     def client():
         count = 0
         with requests.get(stack.url(f"/api/transcribe/events/{waiting}"), stream=True, timeout=60) as resp:
+            connected.append(resp.status_code)
             for line in resp.iter_lines(decode_unicode=True):
                 if line == ": heartbeat":
                     count += 1
@@ -126,7 +128,7 @@ def test_one_redis_subscription_serves_every_client_and_idle_streams_beat(stack)
     threads = [threading.Thread(target=client, daemon=True) for _ in range(20)]
     for t in threads:
         t.start()
-    time.sleep(1.0)
+    wait_until(lambda: len(connected) == 20, timeout=30, what="20 open streams")
     during = subscribers()
     for t in threads:
         t.join(30)

@@ -21,7 +21,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import running_stack, wait_until
+from conftest import running_stack, wait_until
 
 FRESH_S = 5  # the index must follow a change within a second or two; a loaded CI machine gets some slack
 
@@ -322,7 +322,7 @@ def test_reindex_matches_incremental_state(env):
 
 # --- a finished transcription is indexed (SQLite only: it runs a real Whisper model on the CPU) ------------
 def test_transcription_is_indexed_when_completed(tmp_path, redis_server, models_ready):
-    from tests.conftest import AUDIO
+    from conftest import AUDIO
 
     with running_stack(tmp_path, redis_server, workers=[("asr", "asr"), ("io", "io")], PARLEY_WARMUP="0") as stack:
         with open(AUDIO / "two_speakers.mp3", "rb") as fh:
