@@ -155,3 +155,20 @@ def test_long_segments_are_cut_at_sentences_then_at_the_widest_pause():
     assert split_long(parts[1], max_s=8.0) == [parts[1]]
     bare = RecognisedSegment(start=0, end=30, text="no words", words=[], avg_logprob=0, no_speech_prob=0)
     assert split_long(bare, max_s=8.0) == [bare]
+
+
+def test_a_host_without_a_gpu_gets_the_cpu_build_of_torch():
+    """scripts/bootstrap installs torch's CPU build where no GPU is listed: no 4 GB of CUDA libraries."""
+    import importlib.metadata
+    import shutil
+    import subprocess
+
+    import torch
+
+    gpu = bool(shutil.which("nvidia-smi")) and subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+    cuda_packages = sorted(d.metadata["Name"] for d in importlib.metadata.distributions()
+                           if (d.metadata["Name"] or "").lower().startswith("nvidia-"))
+    if gpu:
+        assert torch.version.cuda is not None
+    else:
+        assert torch.version.cuda is None and cuda_packages == [], (torch.__version__, cuda_packages)
