@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dramatiq
 
@@ -100,7 +98,7 @@ def _move(pull: ModelPull, status: str, *, expect: tuple[str, ...], **fields) ->
 def _run(pull: ModelPull, dest: Path) -> None:
     from parley.llmstore import is_gguf
     from workers.downloads import (DownloadCanceled, DownloadError, SourceError, VerificationFailed, download,
-                                   part_path, resolve_source)
+                                   hub_auth, part_path, resolve_source)
 
     name = pull.model_name
     part = part_path(dest)
@@ -145,7 +143,7 @@ def _run(pull: ModelPull, dest: Path) -> None:
         if not _move(pull, "verifying", expect=("downloading",), message=f"Verifying {name}"):
             raise DownloadCanceled("the download was canceled")
 
-    headers = _hub_auth(source.url)
+    headers = hub_auth(source.url)
     for attempt, wait_s in enumerate((*RETRY_WAITS_S, None), start=1):
         try:
             download(source.url, dest, expected_sha256=pull.expected_sha256, headers=headers,
@@ -171,19 +169,6 @@ def _run(pull: ModelPull, dest: Path) -> None:
                 _finish_canceled(pull, part)
                 return
     _finish_completed(pull, dest)
-
-
-def _hub_auth(url: str) -> dict | None:
-    """HF_TOKEN as a bearer token, for gated repositories; sent only to the hub itself.
-
-    requests drops the header when the hub redirects to its CDN on another host.
-    """
-    from workers.downloads import hf_endpoint
-
-    token = os.environ.get("HF_TOKEN", "").strip()
-    if token and urlsplit(url).hostname == urlsplit(hf_endpoint()).hostname:
-        return {"Authorization": f"Bearer {token}"}
-    return None
 
 
 def _sleep_unless_canceled(seconds: float, cancel: _CancelCheck) -> bool:

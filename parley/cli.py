@@ -375,9 +375,6 @@ def db_migrate() -> None:
     click.echo("applied: " + ", ".join(applied) if applied else "the schema is up to date")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # --- the process supervisor ---------------------------------------------------------------------------
 @main.command()
@@ -411,3 +408,83 @@ def supervise(procfile: str, only: str | None) -> None:
         crash_loop_after=int(env.get("PARLEY_CRASH_LOOP_AFTER", "3")),
         stop_timeout_s=float(env.get("PARLEY_STOP_TIMEOUT_S", "10")))
     sys.exit(supervisor.run())
+
+
+# --- language models ------------------------------------------------------------------------------
+#: An instruct model that answers well about transcripts on a CPU or a small GPU: Qwen2.5 1.5B Instruct,
+#: Apache-2.0, 1.1 GB at Q4_K_M, from its authors' own repository on the Hugging Face hub.
+RECOMMENDED_LLM = "Qwen/Qwen2.5-1.5B-Instruct-GGUF/qwen2.5-1.5b-instruct-q4_k_m.gguf"
+
+
+@main.group()
+def llm() -> None:
+    """Language models (GGUF) for chat, summaries and analysis."""
+
+
+@llm.command("install")
+@click.argument("source", default=RECOMMENDED_LLM)
+@click.option("--sha256", "expected", help="The file's sha256; default: the one the hub reports for it.")
+@click.option("--no-activate", is_flag=True, help="Only put it in the store; keep the active model.")
+def llm_install(source: str, expected: str | None, no_activate: bool) -> None:
+    """Download a GGUF model into the store, check its sha256 and make it the active model.
+
+    SOURCE is a Hugging Face name owner/repo/file.gguf or an https URL (default: the recommended
+    instruct model). The checksum is --sha256, else the hub's own record of the file (its X-Linked-Etag);
+    with neither, nothing is installed. HF_ENDPOINT and HF_TOKEN are honoured. An interrupted download
+    resumes where it stopped when the command is run again.
+    """
+    import re
+
+    from parley import llm_config, llmstore
+    from workers.downloads import (DownloadError, SourceError, VerificationFailed, download, hub_auth, hub_sha256,
+                                   resolve_source)
+
+    settings = get_settings()
+    _open_db()
+    try:
+        src = resolve_source(source)
+    except SourceError as exc:
+        raise click.ClickException(str(exc)) from None
+    if expected is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", expected.strip()):
+        raise click.ClickException("--sha256 must be 64 hexadecimal digits")
+    dest = llmstore.llm_dir(settings) / src.file_name
+    if dest.is_file():
+        click.echo(f"{src.file_name} is already in the store")
+    else:
+        try:
+            expected = (expected or "").strip().lower() or hub_sha256(src.url)
+        except DownloadError as exc:
+            raise click.ClickException(f"{exc}; nothing was installed (is this machine offline?)") from None
+        if not expected:
+            raise click.ClickException(f"{src.url} reports no checksum for the file; pass --sha256 (nothing was "
+                                       "installed)")
+        shown = {"percent": -1}
+
+        def progress(done: int, total: int | None) -> None:
+            percent = int(100 * done / total) if total else 0
+            if percent >= shown["percent"] + 5 or done == total:
+                shown["percent"] = percent
+                size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB ({percent}%)" if total else f"{done / 1e6:.1f} MB"
+                click.echo(f"downloading {src.file_name}: {size}", err=True)
+
+        def verifying() -> None:
+            click.echo(f"checking the sha256 of {src.file_name} ({expected})", err=True)
+
+        try:
+            download(src.url, dest, expected_sha256=expected, headers=hub_auth(src.url), on_progress=progress,
+                     on_verifying=verifying)
+        except VerificationFailed as exc:
+            raise click.ClickException(f"{exc}; the download was deleted and nothing was installed") from None
+        except DownloadError as exc:
+            raise click.ClickException(f"{exc}; nothing was installed (run the command again to resume)") from None
+        click.echo(f"{src.file_name} is in the store ({dest.stat().st_size / 1e6:.1f} MB, sha256 verified)")
+    info = llmstore.read_info(dest)
+    if no_activate:
+        return
+    llm_config.set_active(info.name)
+    kind = "an instruct model" if info.instruct else "a base model (it continues text rather than answering)"
+    click.echo(f"the active language model is now {info.name}, {kind}; the LLM workers load it on the next request")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from models import LlmSettings, db
 from parley import llmstore
@@ -28,6 +29,37 @@ def current() -> LlmSettings:
 
 def is_local(base_url: str | None) -> bool:
     return not base_url or base_url == LOCAL_BASE_URL
+
+
+def activate_the_only_model(settings: Settings) -> str | None:
+    """On a fresh install (no model ever chosen, the local engine) whose store holds one model, make it the
+    active one, so the first chat works without a set-model call. Returns its name, or None."""
+    row = current()
+    if row.active_model or not is_local(row.base_url):
+        return None
+    found = llmstore.list_models(settings)
+    if len(found) != 1:
+        return None
+    # Conditional, so that several web processes starting at once, or a choice made meanwhile, win.
+    changed = LlmSettings.update(active_model=found[0].name).where(
+        (LlmSettings.id == row.id) & (LlmSettings.active_model == "")).execute()
+    return found[0].name if changed else None
+
+
+def set_active(name: str) -> None:
+    """Make `name` (a model of the local store) the active model of the local engine."""
+    row = current()
+    LlmSettings.update(active_model=name, base_url=None, updated_at=time.time()).where(
+        LlmSettings.id == row.id).execute()
+
+
+def base_model_notice(info: llmstore.GgufInfo | None) -> str | None:
+    """What to tell the user when the active model is a base model, which continues text, not a conversation."""
+    if info is None or info.instruct:
+        return None
+    return (f"{info.name} is a base model, not an instruct model: it continues the text it is given rather "
+            "than answering, so chats and summaries will read poorly. It is there for tests and offline "
+            "installs; install an instruct model with `parley llm install` and it becomes the active one.")
 
 
 def model_info_dict(info: llmstore.GgufInfo) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import mmap
+import re
 import struct
 import threading
 from pathlib import Path
@@ -35,6 +36,7 @@ class GgufInfo:
     hidden_size: int | None
     key_length: int | None
     value_length: int | None
+    instruct: bool = False  # tuned to follow instructions (a chat template, or named so), not a base model
 
     @property
     def head_dim(self) -> int | None:
@@ -86,10 +88,23 @@ def read_info(path: Path) -> GgufInfo:
         name=path.name, path=path, size=stat.st_size,
         modified_at=datetime.datetime.fromtimestamp(stat.st_mtime, datetime.timezone.utc).isoformat(),
         architecture=arch, parameter_size=field.pop("size_label") or "unknown", quantization=quant, **field,
+        instruct=_is_instruct(values, path.name),
     )
     with _cache_lock:
         _cache[key] = info
     return info
+
+
+_INSTRUCT_NAME = re.compile(r"instruct|chat|(^|[-_. ])it($|[-_. ])", re.IGNORECASE)
+
+
+def _is_instruct(values: dict, file_name: str) -> bool:
+    """A chat template in the header, or a fine-tune named so (Instruct, Chat, -it): a model that answers.
+    A base model (Gemma 3 270M, the offline test model) only continues the text it is given."""
+    if values.get("tokenizer.chat_template"):
+        return True
+    names = [values.get("general.finetune"), values.get("general.name"), file_name]
+    return any(isinstance(n, str) and _INSTRUCT_NAME.search(n) for n in names)
 
 
 # GGUF value types (gguf.GGUFValueType) with a fixed size, as struct formats.

@@ -34,6 +34,7 @@ class Route:
     drop_after: int | None = None  # the first answer breaks off after this many body bytes
     ranges: list = dataclasses.field(default_factory=list)  # the Range header of each request (None: none)
     honour_range: bool = True  # False: answer every request with the whole file (200), like some servers do
+    linked_etag: str | None = None  # X-Linked-Etag in the answer to HEAD: the hub's sha256 of an LFS file
 
 
 class FileServer:
@@ -87,6 +88,13 @@ class FileServer:
                             time.sleep(route.delay_s)
                 except (BrokenPipeError, ConnectionResetError):
                     self.close_connection = True  # the client went away (canceled, or its worker was killed)
+
+            def do_HEAD(self):
+                route = server.routes.get(urlsplit(self.path).path)
+                if route is None:
+                    self._empty(404)
+                    return
+                self._empty(200, {"X-Linked-Etag": f'"{route.linked_etag}"'} if route.linked_etag else {})
 
             def _empty(self, status: int, headers: dict | None = None):
                 self.send_response(status)
@@ -260,7 +268,10 @@ def test_cancel_mid_download_and_queued_pull(pulls, files, gguf_bytes):
     again = pulls.post(f"/api/llm/cancel-pull/{slow}")
     assert again.status_code == 409 and "canceled" in again.json()["message"]
     # The waiting pull's message is delivered now and finds it finished: nothing is downloaded.
-    time.sleep(1.0)
+    def io_queue_drained():
+        io = [q for q in pulls.get("/dashboard/state").json()["queues"] if q["name"] == "io"]
+        return io and io[0]["waiting"] == 0 and io[0]["in_progress"] == 0
+    wait_until(io_queue_drained, timeout=30, interval=0.1, what="the waiting pull's message to be handled")
     assert status(pulls, waiting)["status"] == "canceled"
     assert files.routes["/files/waiting.gguf"].ranges == []
     assert leftovers(pulls, "waiting.gguf") == []

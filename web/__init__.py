@@ -16,6 +16,7 @@ sock = Sock()
 
 def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
+    from parley import llm_config
     from parley.logs import configure_logging
     from parley.redisconn import client as redis_client
     from parley.templates import ensure_system_templates
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     migrate(settings.database_url)
     with db.connection_context():
         ensure_system_templates()
+        llm_config.activate_the_only_model(settings)
     app.extensions["parley_hub"] = EventHub(settings.redis_url)
     app.extensions["parley_redis"] = redis_client(settings.redis_url)
 

@@ -122,13 +122,15 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
     text = text.strip()
     if len(text) > MAX_MESSAGE_CHARS:
         raise bad_request(f"text is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}")
+    # The client's own cap on the reply, if it sends one; the worker's PARLEY_CHAT_MAX_TOKENS still bounds it.
+    max_tokens = forms.as_int("maxTokens", body.get("maxTokens"), default=None, lo=1, hi=32768)
     row = llm_config.current()
     if not row.active_model:
         raise ApiError(503, "no language model is configured; choose one (POST /api/llm/set-model)")
     with db.atomic():
         user = Message.create(chat=chat.id, sender="user", text=text, timestamp_ms=now_ms())
         job = LlmJob.create(id=str(uuid.uuid4()), kind="chat_reply", chat=chat.id, model_name=row.active_model,
-                            params={"source": source, "user_message_id": user.id})
+                            params={"source": source, "user_message_id": user.id, "max_tokens": max_tokens})
     q = hub().register(job.id)  # before enqueueing, so the first token cannot be missed
 
     def undo():
@@ -187,7 +189,7 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
 
     headers = {"X-User-Message-Id": str(user.id), "Cache-Control": "no-cache, no-transform",
                "X-Accel-Buffering": "no"}
-    return Response(stream_with_context(relay()), mimetype="text/event-stream; charset=utf-8", headers=headers)
+    return Response(stream_with_context(relay()), mimetype="text/event-stream", headers=headers)
 
 
 def _settle_from_database(job_id: str):

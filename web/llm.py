@@ -140,10 +140,14 @@ def status():
     workers = _llm_workers()
     resident = sorted({w["llm_resident"] for w in workers if w.get("llm_resident")})
     if details and checked in resident:
-        details["size_vram"] = llmstore.estimate_memory(llmstore.find(settings(), checked),
-                                                        context_size=row.context_size,
-                                                        num_gpu_layers=row.num_gpu_layers)["estimated_vram_bytes"]
+        # GPU memory only where a worker holding the model really offloaded it: a CPU-only host reports 0,
+        # not the estimate of what a GPU would hold (the client would show "100% offloaded to GPU").
+        on_gpu = any(w.get("llm_on_gpu") for w in workers if w.get("llm_resident") == checked)
+        details["size_vram"] = llmstore.estimate_memory(
+            llmstore.find(settings(), checked), context_size=row.context_size,
+            num_gpu_layers=row.num_gpu_layers)["estimated_vram_bytes"] if on_gpu else 0
     last_load = (LlmJob.select().where(LlmJob.kind == "load_model").order_by(LlmJob.created_at.desc()).first())
+    active_info = llmstore.find(settings(), row.active_model) if local and row.active_model else None
     return jsonify(
         status="available" if workers or not local else "unavailable",
         activeModel=row.active_model,
@@ -165,6 +169,8 @@ def status():
         residentModels=resident,
         loadState=(last_load.status if last_load else None),
         loadError=(last_load.error if last_load else None),
+        activeModelIsInstruct=active_info.instruct if active_info else None,
+        notice=llm_config.base_model_notice(active_info),
     )
 
 

@@ -726,7 +726,8 @@ def llm_model_info() -> Schema:
                     description="From the GGUF header; local models only",
                 )
             ),
-            "size_vram": integer("Estimated bytes of GPU memory; only when the model is resident", minimum=0),
+            "size_vram": integer("Estimated bytes of GPU memory the resident model holds; 0 where no layer is "
+                                 "on a GPU (a CPU-only host or build); only when the model is resident", minimum=0),
         },
         required=["name", "modified_at", "size", "digest", "details", "defaultContextSize"],
         description="A language model",
@@ -817,9 +818,14 @@ def _llm_schemas() -> dict[str, Schema]:
                            enum=[*LLM_JOB_STATES, None])
                 ),
                 "loadError": nullable(string("Why the latest load failed")),
+                "activeModelIsInstruct": nullable(boolean(
+                    "Whether the active local model is an instruct model (a chat template, or an Instruct/Chat/-it "
+                    "fine-tune); false for a base model such as the offline test model; null for none or remote")),
+                "notice": nullable(string("A plain warning for the user, e.g. that the active model is a base "
+                                          "model that continues text instead of answering; null when all is well")),
             },
-            description="Status of the language model. residentModels, loadState and loadError are Parley "
-            "extensions to the sessions client's LlmStatus",
+            description="Status of the language model. residentModels, loadState, loadError, activeModelIsInstruct "
+            "and notice are Parley extensions to the sessions client's LlmStatus",
         ),
         "VramEstimate": obj(
             {
@@ -897,8 +903,11 @@ def _chats_schemas() -> dict[str, Schema]:
                     f"The user's message; trimmed, then at most {CHAT_MESSAGE_MAX} characters",
                     minLength=1,
                     pattern=NONBLANK,
-                )
-            }
+                ),
+                "maxTokens": integer("Optional cap on the reply's tokens; the server's PARLEY_CHAT_MAX_TOKENS "
+                                     "(default 512) still bounds it", minimum=1, maximum=32768),
+            },
+            required=["text"],
         ),
         "ChatNameUpdate": obj(
             {
@@ -1108,7 +1117,8 @@ def components() -> dict[str, Any]:
             "type": "http", "scheme": "bearer",
             "description": "An API token from `parley tokens create` (scopes read < write < admin). While no token "
             "exists Parley serves loopback clients without one. Missing token: 401; scope too low: 403; too many "
-            "uploads, chat messages or analyses for one token: 429 with Retry-After."}},
+            "uploads, chat messages or analyses for one token: 429 with Retry-After (never for the loopback client "
+            "of an install without tokens)."}},
         "headers": {
             "X-Request-ID": {
                 "description": "Request id, echoed in logs",

@@ -129,6 +129,39 @@ def _resolve_hub_name(text: str) -> Source:
     return Source(url=url, file_name=safe_file_name(segments[-1]), hub_name=text)
 
 
+def hub_auth(url: str) -> dict | None:
+    """HF_TOKEN as a bearer token, for gated repositories; sent only to the hub itself.
+
+    requests drops the header when the hub redirects to its CDN on another host.
+    """
+    token = os.environ.get("HF_TOKEN", "").strip()
+    if token and urlsplit(url).hostname == urlsplit(hf_endpoint()).hostname:
+        return {"Authorization": f"Bearer {token}"}
+    return None
+
+
+_SHA256 = re.compile(r'^(?:W/)?"?([0-9a-fA-F]{64})"?$')
+
+
+def hub_sha256(url: str, *, timeout_s: float = 30) -> str | None:
+    """The sha256 the hub reports for a large (LFS) file: its `X-Linked-Etag`, read from the answer to a
+    HEAD request before the redirect to the CDN. None when the server gives none (not the hub, a small file).
+
+    Raises DownloadError when the server cannot be reached.
+    """
+    import requests
+
+    try:
+        response = requests.head(url, headers=hub_auth(url) or {}, allow_redirects=False, timeout=timeout_s)
+    except requests.RequestException as exc:
+        raise DownloadError(f"could not connect to {_host(url)}: {_reason(exc)}") from exc
+    if response.status_code >= 400:
+        raise DownloadError(f"{_host(url)} answered HTTP {response.status_code} {response.reason or ''}".rstrip(),
+                            retryable=response.status_code >= 500)
+    match = _SHA256.match(response.headers.get("X-Linked-Etag", "").strip())
+    return match.group(1).lower() if match else None
+
+
 def part_path(dest: Path) -> Path:
     return dest.with_suffix(dest.suffix + ".part")
 

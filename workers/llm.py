@@ -41,6 +41,7 @@ class Options:
     repeat_penalty: float = 1.1
     json_schema: dict | None = None  # constrain the output to JSON matching this schema
     seed: int = 42  # fixed, so the same prompt gives the same answer at temperature 0
+    stop: tuple[str, ...] = ()  # generation ends before any of these (besides the chat format's end of turn)
 
 
 @dataclasses.dataclass
@@ -155,6 +156,8 @@ class LocalEngine:
                       top_p=options.top_p, repeat_penalty=options.repeat_penalty, seed=options.seed, stream=True)
         if options.json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": options.json_schema}
+        if options.stop:
+            kwargs["stop"] = list(options.stop)
         usage: dict = {}
 
         def texts() -> Iterator[str]:
@@ -277,8 +280,12 @@ _engine = None
 _engine_lock = threading.Lock()
 
 
-def engine_for(settings: Settings, config) -> LocalEngine | RemoteEngine:
-    """The engine for the current LLM settings row; a local model is loaded once and swapped on change."""
+def engine_for(settings: Settings, config, *, model: str | None = None) -> LocalEngine | RemoteEngine:
+    """The engine for the current LLM settings row; a local model is loaded once and swapped on change.
+
+    `model` (default: the active one) names another model of the local store for this request, as the
+    transcription API's `model_name` may; a remote server always answers with its configured model.
+    """
     global _engine
     with _engine_lock:
         if config.base_url:
@@ -287,11 +294,12 @@ def engine_for(settings: Settings, config) -> LocalEngine | RemoteEngine:
                 unload()
                 _engine = RemoteEngine(config.base_url, model=config.active_model, token=config.api_token)
             return _engine
-        if not config.active_model:
+        wanted = model or config.active_model
+        if not wanted:
             raise LlmError("no language model is configured; choose one (POST /api/llm/set-model)")
-        info = llmstore.find(settings, config.active_model)
+        info = llmstore.find(settings, wanted)
         if info is None:
-            raise LlmError(f"model {config.active_model!r} is not in the model store")
+            raise LlmError(f"model {wanted!r} is not in the model store")
         key = (info.name, config.context_size or min(info.context_length or 4096, default_context_cap()),
                config.num_gpu_layers)
         if _engine is None or _engine.key != key:
@@ -302,6 +310,11 @@ def engine_for(settings: Settings, config) -> LocalEngine | RemoteEngine:
             except (ValueError, RuntimeError) as exc:
                 raise LlmError(f"could not load {info.name}: {exc}") from None
         return _engine
+
+
+def engine_model(engine: LocalEngine | RemoteEngine) -> str:
+    """The name of the model that answers through `engine`."""
+    return engine.info.name if isinstance(engine, LocalEngine) else engine.model
 
 
 def unload() -> bool:
@@ -318,3 +331,13 @@ def resident() -> str | None:
     if isinstance(_engine, LocalEngine):
         return _engine.info.name
     return None
+
+
+def resident_on_gpu() -> bool:
+    """Whether layers of the resident model sit in GPU memory: a llama.cpp build with a GPU backend that
+    found a device, and a layer count above zero. A CPU-only build answers False whatever is configured."""
+    if not isinstance(_engine, LocalEngine) or _engine.key[2] == 0:
+        return False
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())

@@ -82,7 +82,21 @@ def _cancel_check(job_id: str):
     return lambda: bool(conn.exists(cancel_key(job_id)))
 
 
+# A reply ends where the model starts writing the next turn itself: a small or base model, having read a
+# transcript of "SPEAKER_1: ..." lines and a chat of "USER:" turns, goes on in the same pattern until the
+# token cap, holding the only LLM worker for a minute. The chat format's own end of turn still applies.
+TURN_STARTS = ("\nUSER:", "\nUser:", "\nuser:", "\nASSISTANT:", "\nAssistant:", "\nAI:", "\nHuman:",
+               "\nSYSTEM:", "\nSPEAKER_", "<end_of_turn>", "<start_of_turn>", "<|im_end|>", "<|im_start|>")
+DEFAULT_CHAT_MAX_TOKENS = 512
+
+
+def chat_max_tokens() -> int:
+    """PARLEY_CHAT_MAX_TOKENS, default 512: the cap on a reply in the sessions chat (about 380 words)."""
+    return int(os.environ.get("PARLEY_CHAT_MAX_TOKENS", DEFAULT_CHAT_MAX_TOKENS))
+
+
 def _options(row, **overrides) -> llm.Options:
+    overrides.setdefault("stop", TURN_STARTS)
     return llm.Options(temperature=row.temperature, top_p=row.top_p, repeat_penalty=row.repeat_penalty,
                        **overrides)
 
@@ -104,7 +118,7 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
                 state["responding"] = True
             publish("token", text=piece.text)
 
-    max_tokens = int(os.environ.get("PARLEY_CHAT_MAX_TOKENS", "1024"))
+    max_tokens = min(job.params.get("max_tokens") or chat_max_tokens(), chat_max_tokens())
     reply = engine.chat(assembled.messages, _options(row, max_tokens=max_tokens), should_cancel=_cancel_check(job.id),
                         on_piece=on_piece)
     empty = not reply.content.strip() and not reply.thinking.strip()
@@ -133,7 +147,7 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
 def _completion(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     """The transcription API's chat: messages with the transcript as context, answered in one piece."""
     row = llm_config.current()
-    engine = llm.engine_for(settings, row)
+    engine = llm.engine_for(settings, row, model=job.model_name)
     params = job.params
     transcript = params.get("transcript_text", "")
     context = engine.context_size or llm_config.default_context_cap()
@@ -146,13 +160,13 @@ def _completion(job: LlmJob, settings: Settings, publish: Publisher) -> None:
         transcript = head_and_tail(transcript, tokens=tokens, budget=budget // 2)
     messages = [{"role": "system", "content": system + f'TRANSCRIPT:\n"""\n{transcript}\n"""'}, *params["messages"]]
     options = llm.Options(max_tokens=params.get("max_tokens", 500), temperature=params.get("temperature", 0.7),
-                          top_p=row.top_p, repeat_penalty=row.repeat_penalty)
+                          top_p=row.top_p, repeat_penalty=row.repeat_penalty, stop=TURN_STARTS)
     reply = engine.chat(messages, options, should_cancel=_cancel_check(job.id))
-    usage.record_llm(source="chat_completion", model=job.model_name, prompt_tokens=reply.prompt_tokens,
+    usage.record_llm(source="chat_completion", model=llm.engine_model(engine), prompt_tokens=reply.prompt_tokens,
                      completion_tokens=reply.completion_tokens, duration_ms=reply.duration_ms)
     prompt, completion = reply.prompt_tokens or 0, reply.completion_tokens or 0
     _finish(job, publish, "completed", result={
-        "message": {"role": "assistant", "content": reply.stored_text}, "model_used": job.model_name,
+        "message": {"role": "assistant", "content": reply.stored_text}, "model_used": llm.engine_model(engine),
         "usage": {"prompt": prompt, "completion": completion, "total": prompt + completion},
         "is_truncated": truncated})
 
@@ -170,7 +184,7 @@ TOPICS_SCHEMA = {"type": "object", "properties": {"topics": {"type": "array", "m
 def _summary(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     """Summarise a transcript; one too long for the context is summarised part by part, then combined."""
     row = llm_config.current()
-    engine = llm.engine_for(settings, row)
+    engine = llm.engine_for(settings, row, model=job.model_name)
     params = job.params
     text, max_words, style = params["text"], params["max_length"], SUMMARY_STYLES[params["format"]]
     context = engine.context_size or llm_config.default_context_cap()
@@ -210,11 +224,11 @@ def _summary(job: LlmJob, settings: Settings, publish: Publisher) -> None:
         topics = [t.strip() for t in json.loads(raw)["topics"] if isinstance(t, str) and t.strip()]
     except (ValueError, KeyError, TypeError):
         topics = []  # generation hit its token limit mid-JSON: no topics rather than a broken list
-    usage.record_llm(source="summary", model=job.model_name, prompt_tokens=prompt_total,
+    usage.record_llm(source="summary", model=llm.engine_model(engine), prompt_tokens=prompt_total,
                      completion_tokens=completion_total, duration_ms=None)
     _finish(job, publish, "completed", result={
         "summary": summary, "topics": list(dict.fromkeys(topics)), "length": len(summary.split()),
-        "model_used": job.model_name, "parts": len(parts)})
+        "model_used": llm.engine_model(engine), "parts": len(parts)})
 
 
 def _progress(job: LlmJob, publish: Publisher, progress: float, message: str) -> None:
