@@ -130,7 +130,7 @@ def test_the_autoincrement_migration_keeps_existing_rows_and_links(tmp_path):
         sessions[2].delete_instance(recursive=True)
         sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'session'").fetchone()[0]
         assert "AUTOINCREMENT" not in sql
-    assert migrate(url) == ["0008_ids_never_reused"]
+    assert migrate(url)[0] == "0008_ids_never_reused"
     with db.connection_context():
         assert "AUTOINCREMENT" in db.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'session'").fetchone()[0]
         assert [s.file_name for s in Session.select().order_by(Session.id)] == ["0.mp3", "1.mp3"]
@@ -142,3 +142,23 @@ def test_the_autoincrement_migration_keeps_existing_rows_and_links(tmp_path):
         Session.delete().where(Session.id == sessions[1].id).execute()  # the database's own cascades still work
         assert Paragraph.select().count() == 0 and Chat.select().count() == 0 and Message.select().count() == 0
         assert Session.create(file_name="new.mp3", date="2026-01-01T12:00:00.000Z", status="queued").id > 2
+
+
+def test_sessions_of_the_transcription_api_get_contract_values(database_url):
+    """Migration 0009: the empty clientName, sessionType and therapy of older transcription-API sessions."""
+    from playhouse.migrations import Runner
+
+    from models import Session, db, migrate
+    from models.db import MIGRATIONS_DIR, init_db
+
+    database = init_db(database_url)
+    with database.connection_context():
+        Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0008_ids_never_reused")
+        old = Session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed")
+        kept = Session.create(file_name="b.mp3", date="2026-01-01T12:00:00.000Z", status="completed",
+                              client_name="Jane", session_type="Intake", therapy="CBT")
+    assert migrate(database_url)[0] == "0009_transcription_api_sessions"
+    with db.connection_context():
+        assert (Session.get_by_id(old.id).client_name, Session.get_by_id(old.id).session_type,
+                Session.get_by_id(old.id).therapy) == ("Transcription API", "Transcription API", "N/A")
+        assert (Session.get_by_id(kept.id).client_name, Session.get_by_id(kept.id).therapy) == ("Jane", "CBT")

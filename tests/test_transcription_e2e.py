@@ -132,4 +132,12 @@ def test_upload_creates_a_session_for_the_sessions_api(stack):
     assert (stack.data_dir / "audio" / row[4]).is_file() and row[5].endswith("T12:00:00.000Z")
     listed = [s for s in stack.get("/api/sessions").json() if s["whisperJobId"] == job_id]
     assert len(listed) == 1 and listed[0]["status"] == "completed"
+    # Contract-valid in the sessions app: these fields must not be empty there.
+    assert (listed[0]["clientName"], listed[0]["sessionType"], listed[0]["therapy"]) == (
+        "Transcription API", "Transcription API", "N/A")
     assert stack.get(f"/api/sessions/{listed[0]['id']}/transcript").json()[0]["text"].startswith("Hello")
+    # Deleting the session in the sessions app deletes its job: the transcription API then knows it no more.
+    assert stack.session.delete(stack.url(f"/api/sessions/{listed[0]['id']}")).status_code == 200
+    gone = stack.get(f"/api/transcribe/status/{job_id}")
+    assert gone.status_code == 404 and gone.json()["message"] == "Transcription job not found or expired"
+    assert stack.get(f"/api/transcribe/result/{job_id}").status_code == 404

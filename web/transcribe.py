@@ -58,6 +58,13 @@ def enqueue(actor: dramatiq.Actor, job: Job, *, cleanup) -> None:
         raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
 
 
+# A job of the transcription API is a session of the sessions app too (one store, one search). The
+# sessions contract requires these fields to be non-empty; the values say where the session came from,
+# and the user can edit them there like any other session's.
+TRANSCRIPTION_API_SESSION = {"client_name": "Transcription API", "session_type": "Transcription API",
+                             "therapy": "N/A"}
+
+
 def today_noon_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT12:00:00.000Z")
 
@@ -112,7 +119,8 @@ def create_job():
     upload = receive_audio("file")
     _, job = start_transcription(
         upload, model_name=model_name, language=language, diarize=diarize, num_speakers=num_speakers,
-        session_fields={"session_name": Path(upload.original_name).stem, "date": today_noon_utc()},
+        session_fields={"session_name": Path(upload.original_name).stem, "date": today_noon_utc(),
+                        **TRANSCRIPTION_API_SESSION},
     )
     return jsonify(job_id=job.id, status=job.status, message="Transcription queued")
 
