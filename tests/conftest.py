@@ -26,22 +26,8 @@ VENV_BIN = Path(sys.executable).parent
 MODEL_DIR = Path(os.environ.get("PARLEY_MODEL_DIR", ROOT / "data" / "models"))
 POSTGRES_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
-# In CI (.ci/run sets PARLEY_NO_SKIPS=1) a skipped test is a failure: a test that silently does not run
-# where chromium, root or PostgreSQL is missing would let a regression through.
-_SKIPPED: list[str] = []
-
-
-def pytest_runtest_logreport(report):
-    if report.skipped and not hasattr(report, "wasxfail") and os.environ.get("PARLEY_NO_SKIPS") == "1":
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        _SKIPPED.append(f"{report.nodeid}: {reason}")
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if _SKIPPED:
-        print("\nPARLEY_NO_SKIPS=1, and these tests were skipped:\n  " + "\n  ".join(_SKIPPED))
-        if session.exitstatus == 0:
-            session.exitstatus = 1
+# In CI (.ci/run sets PARLEY_NO_SKIPS=1) a skipped test is a failure (tests/no_skips.py).
+pytest_plugins = ["no_skips"]
 
 
 def free_port() -> int:

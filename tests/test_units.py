@@ -172,3 +172,22 @@ def test_a_host_without_a_gpu_gets_the_cpu_build_of_torch():
         assert torch.version.cuda is not None
     else:
         assert torch.version.cuda is None and cuda_packages == [], (torch.__version__, cuda_packages)
+
+
+def test_ci_fails_a_run_in_which_a_test_skipped(tmp_path):
+    """PARLEY_NO_SKIPS=1 (.ci/run): a skip is a failure; without it a skip is only reported."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "test_skips.py").write_text("import pytest\n\ndef test_needs_chromium():\n    pytest.skip('no chromium')\n")
+    tests_dir = str(Path(__file__).resolve().parent)
+
+    def run(**env):
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no_skips", "-p", "no:cacheprovider",
+                               str(tmp_path)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONPATH": tests_dir, **env})
+    strict = run(PARLEY_NO_SKIPS="1")
+    assert strict.returncode == 1 and "test_needs_chromium: " in strict.stdout and "no chromium" in strict.stdout
+    assert run(PARLEY_NO_SKIPS="0").returncode == 0
