@@ -134,7 +134,7 @@ def test_cancel_and_unknown_ids_through_the_json_endpoints(dash):
     answer = dash.post(f"/dashboard/jobs/{job_id}/cancel")
     assert answer.status_code == 202, answer.text
     assert answer.json()["status"] == "canceled"
-    assert dash.get(f"/api/transcribe/status/{job_id}").json()["status"] == "canceled"
+    assert dash.get(f"/api/transcribe/status/{job_id}").json()["state"] == "canceled"
     # The waiting message went with it, and the row can no longer be canceled.
     assert queue(dash, "asr")["waiting"] == 0
     row = job_row(dash, job_id)

@@ -109,7 +109,7 @@ def test_a_full_disk_refuses_even_small_uploads_and_the_next_upload_after_space_
     accepted = s.upload(clip, diarize="false")
     assert accepted.status_code == 200, accepted.text
     job = s.get(f"/api/transcribe/status/{accepted.json()['job_id']}").json()
-    assert job["status"] == "queued"
+    assert job["status"] == "processing" and job["state"] == "queued"
     recordings = [f for f in stored_files(s) if f.startswith("audio/")]
     assert len(recordings) == 1 and stored_files(s) == recordings  # no temporary file left either
     stored = (s.data_dir / recordings[0]).read_bytes()
@@ -273,5 +273,6 @@ def test_postgres_outage_while_streaming_delays_events_but_keeps_the_stream_open
     reader.join(30)
     assert not reader.is_alive(), lines
     data = json.loads(lines[-1][len("data:"):])
-    assert data["type"] == "status" and data["status"] == "queued" and data["seq"] == 1
+    assert data["type"] == "status" and data["status"] == "processing" and data["state"] == "queued"
+    assert data["seq"] == 1
     assert "cannot read the event log" in s.web.log_path.read_text(errors="replace")

@@ -55,7 +55,7 @@ def test_redis_restart_mid_job_loses_nothing_and_lost_messages_are_requeued(tmp_
         lost = stack.upload(AUDIO / "three_speakers.mp3", diarize="false").json()["job_id"]
         wait_until(lambda: stack.get(f"/api/transcribe/debug/{running}").json()["chunks_done"] >= 1, timeout=180,
                    interval=0.2, what="the long job under way")
-        assert stack.get(f"/api/transcribe/status/{lost}").json()["status"] == "queued"
+        assert stack.get(f"/api/transcribe/status/{lost}").json()["state"] == "queued"
 
         own_redis.stop()
         db_path = tmp_path / "stack" / "data" / "parley.db"

@@ -112,7 +112,7 @@ def test_queue_depth_is_what_waits_without_a_worker(two_process_web):
     assert value(after, "parley_metrics_source_up", source="redis") == 1
     assert value(after, "parley_metrics_source_up", source="database") == 1
     for job_id in ids:  # nothing consumed them
-        assert web.get(f"/api/transcribe/status/{job_id}").json()["status"] == "queued"
+        assert web.get(f"/api/transcribe/status/{job_id}").json()["state"] == "queued"
 
 
 def test_a_finished_transcription_adds_its_duration_and_real_time_factor(stack):

@@ -72,7 +72,7 @@ def test_slow_worker_gets_202_then_the_result(stack, finished_job):
                               json={"segment_id": "late", "start_time": 0.2, "end_time": 4.5}, timeout=90)
         assert response.status_code == 202, response.text
         job_id = response.json()["job_id"]
-        assert stack.get(f"/api/transcribe/status/{job_id}").json()["status"] == "queued"
+        assert stack.get(f"/api/transcribe/status/{job_id}").json()["state"] == "queued"
     finally:
         stack.start_worker("asr_quick", "asr_quick")
     assert stack.wait_job(job_id)["status"] == "completed"

@@ -17,7 +17,7 @@ def test_two_speakers_words_speakers_and_progress(stack):
     answer = stack.upload(audio, diarize="true", num_speakers="2", model_name="tiny.en")
     assert answer.status_code == 200, answer.text
     job_id = answer.json()["job_id"]
-    assert answer.json()["status"] == "queued"
+    assert (answer.json()["status"], answer.json()["state"]) == ("processing", "queued")
 
     seen_messages = set()
 
@@ -141,3 +141,31 @@ def test_upload_creates_a_session_for_the_sessions_api(stack):
     gone = stack.get(f"/api/transcribe/status/{job_id}")
     assert gone.status_code == 404 and gone.json()["message"] == "Transcription job not found or expired"
     assert stack.get(f"/api/transcribe/result/{job_id}").status_code == 404
+
+
+def test_the_transcription_api_speaks_its_specs_states(tmp_path_factory, redis_server):
+    """processing|completed|failed, with the queue position in `message` and Parley's state in `state`."""
+    import json
+
+    import requests
+
+    from conftest import running_stack
+
+    with running_stack(tmp_path_factory.mktemp("states"), redis_server) as s:  # no worker: jobs wait
+        first, second = (s.upload(AUDIO / "silence.mp3").json() for _ in range(2))
+        assert {k: first[k] for k in ("status", "state", "message")} == {
+            "status": "processing", "state": "queued", "message": "Transcription queued (position 1)"}
+        assert second["message"] == "Transcription queued (position 2)"
+        status = s.get(f"/api/transcribe/status/{second['job_id']}").json()
+        assert (status["status"], status["state"], status["message"]) == (
+            "processing", "queued", "Queued: 1 job ahead in the queue")
+        assert s.get(f"/api/transcribe/status/{first['job_id']}").json()["message"] == "Queued: next in the queue"
+        listed = s.get("/api/transcribe/jobs", params={"status": "processing"}).json()["jobs"]
+        assert {j["job_id"] for j in listed} == {first["job_id"], second["job_id"]}
+        assert {(j["status"], j["state"]) for j in listed} == {("processing", "queued")}
+        assert s.get("/api/transcribe/jobs", params={"status": "completed"}).json()["jobs"] == []
+
+        with requests.get(s.url(f"/api/transcribe/events/{first['job_id']}"), stream=True, timeout=30) as live:
+            data = next(json.loads(line[len("data: "):]) for line in live.iter_lines(decode_unicode=True)
+                        if line.startswith("data: "))
+        assert (data["type"], data["status"], data["state"]) == ("status", "processing", "queued")

@@ -10,7 +10,7 @@ from parley import events, modelstore
 from web import forms
 from web.errors import ApiError, bad_request, not_found
 from web.streams import wait_until_finished
-from web.transcribe import enqueue, hub, receive_audio, settings
+from web.transcribe import enqueue, hub, receive_audio, settings, spec_status
 
 retranslate_bp = Blueprint("retranslate", __name__, url_prefix="/api/retranslate")
 
@@ -50,9 +50,9 @@ def _run_and_wait(job: Job, *, cleanup):
         return jsonify(job.result)
     if job.status == "failed":
         raise ApiError(422, f"the segment could not be re-transcribed: {job.error}")
-    return jsonify(job_id=job.id, status=job.status,
-                   message=f"still running after {wait_s:.0f} s; poll /api/transcribe/status/{job.id} "
-                           f"and fetch /api/transcribe/result/{job.id}"), 202
+    return jsonify(spec_status({"job_id": job.id, "status": job.status,
+                                "message": f"still running after {wait_s:.0f} s; poll /api/transcribe/status/"
+                                           f"{job.id} and fetch /api/transcribe/result/{job.id}"})), 202
 
 
 def _create_job(*, model: str, language: str | None, params: dict, audio_path: str | None) -> Job:

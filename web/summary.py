@@ -12,7 +12,7 @@ from web.errors import ApiError, bad_request, not_found
 from web.llm import queue_llm_job
 from web.sessions import json_body
 from web.streams import wait_until_finished
-from web.transcribe import hub, settings
+from web.transcribe import hub, settings, spec_status
 
 summary_bp = Blueprint("summary", __name__, url_prefix="/api")
 
@@ -75,13 +75,14 @@ def create_summary():
     max_length = forms.as_int("max_length", body.get("max_length"), default=500, lo=10, hi=5000)
     model = model_for(body.get("model_name"))
     job = queue_llm_job("summary", model=model, params={"text": text, "max_length": max_length, "format": fmt})
-    return jsonify(job_id=job.id, status=job.status, message="Summary queued")
+    return jsonify(spec_status({"job_id": job.id, "status": job.status, "message": "Summary queued"}))
 
 
 @summary_bp.get("/summary/status/<job_id>")
 def summary_status(job_id: str):
     job = job_or_404(job_id, "summary")
-    return jsonify(job_id=job.id, status=job.status, message=job.error or job.message, progress=round(job.progress, 1))
+    return jsonify(spec_status({"job_id": job.id, "status": job.status, "message": job.error or job.message,
+                                "progress": round(job.progress, 1)}))
 
 
 @summary_bp.get("/summary/<job_id>")
@@ -153,5 +154,5 @@ def chat_result(job_id: str):
         return jsonify(job.result)
     if job.status == "failed":
         raise ApiError(503, f"the language model could not answer: {job.error}")
-    return jsonify(job_id=job.id, status=job.status,
-                   message=f"still running; fetch /api/chat/result/{job.id}"), 202
+    return jsonify(spec_status({"job_id": job.id, "status": job.status,
+                                "message": f"still running; fetch /api/chat/result/{job.id}"})), 202

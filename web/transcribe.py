@@ -122,7 +122,8 @@ def create_job():
         session_fields={"session_name": Path(upload.original_name).stem, "date": today_noon_utc(),
                         **TRANSCRIPTION_API_SESSION},
     )
-    return jsonify(job_id=job.id, status=job.status, message="Transcription queued")
+    return jsonify(spec_status({"job_id": job.id, "status": job.status,
+                                "message": f"Transcription queued (position {queue_position(job)})"}))
 
 
 def job_or_404(job_id: str) -> Job:
@@ -132,13 +133,40 @@ def job_or_404(job_id: str) -> Job:
     return job
 
 
-STATUS_FIELDS = (Job.id, Job.status, Job.message, Job.progress, Job.chunk_plan, Job.chunks_done, Job.chunk_progress,
-                 Job.error, Job.updated_at)
+STATUS_FIELDS = (Job.id, Job.kind, Job.status, Job.message, Job.progress, Job.chunk_plan, Job.chunks_done,
+                 Job.chunk_progress, Job.error, Job.updated_at, Job.created_at)
+
+# The transcription service's spec speaks three job states; Parley's finer one travels in `state`:
+# queued -> processing (the queue position is in `message`), canceled -> failed. The sessions API
+# keeps Parley's own states.
+SPEC_STATUS = {"queued": "processing", "processing": "processing", "completed": "completed", "failed": "failed",
+               "canceled": "failed"}
+
+
+def spec_status(payload: dict) -> dict:
+    """A payload with a `status` in the spec's states, Parley's own kept as `state`."""
+    state = payload.get("status")
+    return {**payload, "status": SPEC_STATUS.get(state, state), "state": state}
+
+
+def spec_event(event: dict | None) -> dict | None:
+    """A live event as the transcription API sends it (status events in the spec's states)."""
+    return spec_status(event) if event is not None and event.get("type") == "status" else event
+
+
+def queue_position(job: Job) -> int:
+    """1 for the next job its queue will run; counts the jobs of the same kind queued before it."""
+    return Job.select().where((Job.status == "queued") & (Job.kind == job.kind)
+                              & (Job.created_at < job.created_at)).count() + 1
 
 
 def status_body(job: Job) -> dict:
     payload = events.status_payload(job)
-    return {"job_id": job.id, **payload}
+    if job.status == "queued":
+        ahead = queue_position(job) - 1
+        payload["message"] = (f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead in the queue" if ahead
+                              else "Queued: next in the queue")
+    return spec_status({"job_id": job.id, **payload})
 
 
 @transcribe_bp.get("/jobs")
@@ -149,9 +177,10 @@ def list_jobs():
     limit = forms.as_int("limit", request.args.get("limit"), default=100, lo=1, hi=500)
     query = Job.select().order_by(Job.created_at.desc()).limit(limit)
     if status:
-        query = query.where(Job.status == status)
-    jobs = [{"job_id": j.id, "status": j.status, "progress": round(j.progress, 1), "updated_at": j.updated_at,
-             "message": j.message, "kind": j.kind} for j in query]
+        # A spec state means every finer state it stands for (processing: queued or running).
+        query = query.where(Job.status.in_([s for s, spec in SPEC_STATUS.items() if s == status or spec == status]))
+    jobs = [spec_status({"job_id": j.id, "status": j.status, "progress": round(j.progress, 1),
+                         "updated_at": j.updated_at, "message": j.message, "kind": j.kind}) for j in query]
     return jsonify(jobs=jobs, count=len(jobs))
 
 
@@ -228,7 +257,7 @@ def job_events_sse(job_id: str):
     last = _last_seq()
     stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s)
     # Tell EventSource how soon to reconnect, then relay.
-    body = (frame for part in (["retry: 2000\n\n"], (sse_frame(e) for e in stream)) for frame in part)
+    body = (frame for part in (["retry: 2000\n\n"], (sse_frame(spec_event(e)) for e in stream)) for frame in part)
     return Response(stream_with_context(body), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
@@ -245,7 +274,8 @@ def job_live(ws, job_id: str):
     last = _last_seq()
     try:
         for event in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s):
-            ws.send(json.dumps(event if event is not None else {"type": "heartbeat"}, separators=(",", ":")))
+            ws.send(json.dumps(spec_event(event) if event is not None else {"type": "heartbeat"},
+                               separators=(",", ":")))
         ws.close(reason=1000, message="job finished")
     except ConnectionClosed:
         pass
