@@ -64,8 +64,43 @@ def test_active_count_and_reset(stack):
     for sid in (running, queued):
         session = stack.get(f"/api/sessions/{sid}").json()
         assert session["status"] == "failed" and "reset by the operator" in session["errorMessage"]
-        assert stack.get(f"/api/transcribe/status/{session['whisperJobId']}").json()["status"] == "canceled"
+        canceled = stack.get(f"/api/transcribe/status/{session['whisperJobId']}").json()
+        assert (canceled["status"], canceled["state"]) == ("failed", "canceled")
     # The worker let the running job go: it stays canceled, and the worker takes new work.
     fresh = upload(stack, AUDIO / "silence.mp3").json()["sessionId"]
     assert wait_session(stack, fresh)[0]["status"] == "completed"
     assert stack.get(f"/api/sessions/{running}").json()["status"] == "failed"
+
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+case "$*" in
+  *query-gpu*) echo "0, NVIDIA H100 80GB HBM3, [N/A], P0, 81559, 1234, 80325, 5, 1, 31, 71.50, 700.00, 550.54.15, GPU-5f1e" ;;
+  *query-compute-apps*) echo "GPU-5f1e, 4242, /srv/parley/.venv/bin/python, 1100" ;;
+  -q) printf '==============NVSMI LOG==============\\nDriver Version                            : 550.54.15\\nCUDA Version                              : 12.4\\n' ;;
+esac
+"""
+
+
+def test_gpu_stats_list_the_gpus_processes_and_the_cuda_version(tmp_path, monkeypatch):
+    """There is no GPU here: a stand-in nvidia-smi (the boundary) prints what the real one prints on an H100
+    host, so the parsing is what is tested. Without nvidia-smi the answer says CPU, with nothing invented."""
+    import os
+    import stat
+
+    from web.system import gpu_stats
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(FAKE_NVIDIA_SMI)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    stats = gpu_stats()
+    assert stats["available"] and stats["cudaVersion"] == "12.4" and stats["driverVersion"] == "550.54.15"
+    assert stats["gpus"][0]["processes"] == [{"pid": 4242, "name": "/srv/parley/.venv/bin/python",
+                                              "memoryUsedMb": 1100.0}]
+    assert stats["gpus"][0]["fanSpeedPercent"] is None and stats["summary"]["totalMemoryMb"] == 81559
+
+    fake.unlink()
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    stats = gpu_stats()
+    assert (stats["available"], stats["cudaVersion"], stats["gpus"], stats["executionProvider"]) == (
+        False, None, [], "cpu")

@@ -127,11 +127,40 @@ def _system_memory() -> dict:
             "percentUsed": round(100 * (total - free) / total, 1)}
 
 
+def _smi(*args: str) -> str:
+    return subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=5, check=True).stdout
+
+
+def _gpu_processes() -> dict[str, list[dict]]:
+    """GPU uuid -> the compute processes on it ({pid, name, memoryUsedMb}); empty where none run."""
+    out = _smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory", "--format=csv,noheader,nounits")
+    found: dict[str, list[dict]] = {}
+    for line in out.strip().splitlines():
+        c = [x.strip() for x in line.split(",")]
+        if len(c) < 4 or not c[1].isdigit():
+            continue
+        try:
+            used = float(c[3])
+        except ValueError:  # "[N/A]" where the driver does not account per process
+            used = 0.0
+        found.setdefault(c[0], []).append({"pid": int(c[1]), "name": c[2], "memoryUsedMb": used})
+    return found
+
+
+def _cuda_version() -> str | None:
+    """The CUDA version the driver supports, as `nvidia-smi -q` prints it (e.g. "12.4")."""
+    for line in _smi("-q").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "CUDA Version" and value.strip() and value.strip() != "N/A":
+            return value.strip()
+    return None
+
+
 def _nvidia_smi() -> tuple[list[dict], str | None, str | None]:
     fields = ("index,name,fan.speed,pstate,memory.total,memory.used,memory.free,utilization.gpu,"
-              "utilization.memory,temperature.gpu,power.draw,power.limit,driver_version")
-    out = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"],
-                         capture_output=True, text=True, timeout=5, check=True).stdout
+              "utilization.memory,temperature.gpu,power.draw,power.limit,driver_version,uuid")
+    out = _smi(f"--query-gpu={fields}", "--format=csv,noheader,nounits")
+    processes = _gpu_processes()
 
     def num(value: str):
         try:
@@ -148,8 +177,8 @@ def _nvidia_smi() -> tuple[list[dict], str | None, str | None]:
                      "utilization": {"gpuPercent": num(c[7]), "memoryPercent": num(c[8])},
                      "temperature": {"currentCelsius": num(c[9])},
                      "power": {"drawWatts": num(c[10]), "limitWatts": num(c[11])},
-                     "processes": [], "isUnifiedMemory": False})
-    return gpus, driver, None
+                     "processes": processes.get(c[13], []), "isUnifiedMemory": False})
+    return gpus, driver, _cuda_version() if gpus else None
 
 
 def _mean(values):
