@@ -20,3 +20,7 @@ def on_starting(server):
                            OPT_OUT_ENV, ", ".join(server.cfg.bind))
     else:
         server.log.info("parley: no API token configured: serving loopback clients only (%s)", ", ".join(server.cfg.bind))
+
+# The longest request line gunicorn accepts (its maximum). The app answers URLs over 4096 bytes with a
+# JSON 414 (web.MAX_URL_BYTES); only a line over this gets gunicorn's own plain-text 414.
+limit_request_line = 8190

@@ -160,3 +160,11 @@ def test_queue_down_is_503_and_leaves_nothing(tmp_path, redis_server, models_rea
         assert list((dead.data_dir / "tmp").iterdir()) == []
     finally:
         dead.stop()
+
+
+def test_a_url_over_4_kib_is_a_json_414(stack):
+    for path in ("/api/sessions", "/api/no-such-route"):
+        response = stack.get(path, params={"q": "x" * 5000})
+        assert response.status_code == 414, response.text
+        assert response.json()["error"] == "URITooLongError" and "the limit is 4096" in response.json()["detail"]
+    assert stack.get("/api/sessions", params={"q": "x" * 3000}).status_code == 200

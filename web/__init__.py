@@ -89,14 +89,24 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
+#: The longest path and query string answered; a longer one gets a JSON 414. gunicorn refuses request
+#: lines over 8190 bytes itself (limit_request_line in gunicorn.conf.py), with a plain-text 414.
+MAX_URL_BYTES = 4096
+
+
 def _register_request_headers(app: Flask) -> None:
     """X-Request-ID and X-Process-Time-Ms on every response; CORS for configured origins, errors included."""
+    from web.errors import ApiError
 
     @app.before_request
     def _start_clock():
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        url_bytes = len(request.environ.get("RAW_URI") or request.full_path)
+        if url_bytes > MAX_URL_BYTES:
+            raise ApiError(414, f"the URL is {url_bytes} bytes long; the limit is {MAX_URL_BYTES} "
+                                "(send long values in a JSON body)")
         if request.method == "OPTIONS" and _allowed_origin(app) and request.headers.get("Access-Control-Request-Method"):
             return app.response_class(status=204)
 

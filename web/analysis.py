@@ -67,8 +67,8 @@ def job_or_404(job_id: str) -> AnalysisJob:
 def _optional_range(body: dict, key: str, lo: float, hi: float) -> float | None:
     if body.get(key) is None:
         return None
-    value = forms.as_float(key, body[key], lo=lo)
-    if value > hi:
+    value = forms.as_float(key, body[key], lo=lo)  # "" reads as absent: None
+    if value is not None and value > hi:
         raise bad_request(f"{key} must be between {lo} and {hi}, got {value}")
     return value
 

@@ -11,8 +11,8 @@ from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-_NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 403: "ForbiddenError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError", 416: "RangeNotSatisfiableError",
-          415: "UnsupportedMediaTypeError", 429: "TooManyRequestsError", 503: "ServiceUnavailableError",
+_NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 403: "ForbiddenError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError", 414: "URITooLongError", 416: "RangeNotSatisfiableError",
+          415: "UnsupportedMediaTypeError", 429: "TooManyRequestsError", 502: "BadGatewayError", 503: "ServiceUnavailableError",
           507: "InsufficientStorageError"}
 
 

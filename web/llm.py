@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import re
 import time
-import urllib.parse
 import uuid
 
 import requests
@@ -21,9 +20,8 @@ llm_bp = Blueprint("llm", __name__, url_prefix="/api/llm")
 
 
 def _url(value, name: str) -> str:
-    parsed = urllib.parse.urlparse(value) if isinstance(value, str) else None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise bad_request(f"{name} must be an http(s) URL, got {value!r}")
+    if not isinstance(value, str) or not re.fullmatch(llm_config.REMOTE_URL_PATTERN, value, flags=re.DOTALL):
+        raise bad_request(f"{name} must be an http(s) URL with a host, got {value!r}")
     return value.rstrip("/")
 
 

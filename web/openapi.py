@@ -5,8 +5,13 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
+from parley.llm_config import LOCAL_BASE_URL, REMOTE_URL_PATTERN
+
 OPENAPI_VERSION = "3.0.3"
 JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]
+MAX_18_DIGITS = 10 ** 18 - 1  # the largest integer a query parameter of at most 18 digits can hold
+# The transcription service's own three states (web.transcribe.SPEC_STATUS maps Parley's onto them).
+SPEC_JOB_STATES = ["processing", "completed", "failed"]
 RESULT_FORMATS = ["json", "srt", "vtt", "txt"]
 DISPLAY_TIME = r"^\d{2,}:\d{2}:\d{2}\.\d{3}$"
 SESSION_STATES = ["pending", "queued", "transcribing", "completed", "failed"]
@@ -105,6 +110,19 @@ def obj(
     return schema
 
 
+def sse_events(data: Schema, description: str) -> Schema:
+    """One Server-Sent Event, as schemathesis (and OpenAPI 3.2) read a text/event-stream schema: its fields.
+    `data` holds JSON of the `data` schema; OpenAPI 3.0 has no contentSchema keyword, so it is named in an
+    extension (x-contentSchema) for readers."""
+    return obj({
+        "data": {"type": "string", "x-contentMediaType": "application/json", "x-contentSchema": data,
+                 "description": "One line of compact JSON"},
+        "event": string("The event type; absent means `message`"),
+        "id": string("The event id, for Last-Event-ID"),
+        "retry": integer("Reconnection delay in ms", minimum=0),
+    }, required=None, description=description)
+
+
 def epoch_seconds(description: str) -> Schema:
     return number(f"{description} (Unix epoch seconds)", format="double")
 
@@ -165,7 +183,10 @@ def chunk_info() -> Schema:
 
 def _transcribe_schemas() -> dict[str, Schema]:
     return {
-        "JobState": string("State of a transcription job", enum=JOB_STATES),
+        "JobState": string("Parley's state of a job: queued, processing, completed, failed or canceled", enum=JOB_STATES),
+        "SpecJobState": string("The job's state as the transcription service speaks it: processing (queued or "
+                               "running), completed, or failed (failed or canceled); `state` carries Parley's own",
+                               enum=SPEC_JOB_STATES),
         "ModelInfo": obj(
             {
                 "name": string("Short model name used in requests", example="tiny.en"),
@@ -180,15 +201,17 @@ def _transcribe_schemas() -> dict[str, Schema]:
         "JobAccepted": obj(
             {
                 "job_id": job_id_schema(),
-                "status": string(enum=["queued"]),
-                "message": string(),
+                "status": string("Always processing: the job is queued", enum=["processing"]),
+                "state": string("Parley's state", enum=["queued"]),
+                "message": string("With the position in the queue", example="Transcription queued (position 1)"),
             },
             description="A transcription job was queued",
         ),
         "JobSummary": obj(
             {
                 "job_id": string("Job id"),
-                "status": ref("JobState"),
+                "status": ref("SpecJobState"),
+                "state": ref("JobState"),
                 "progress": number("Percent complete", minimum=0, maximum=100),
                 "updated_at": epoch_seconds("Last update time"),
                 "message": string(),
@@ -204,8 +227,9 @@ def _transcribe_schemas() -> dict[str, Schema]:
         "JobStatus": obj(
             {
                 "job_id": string("Job id"),
-                "status": ref("JobState"),
-                "message": string(),
+                "status": ref("SpecJobState"),
+                "state": ref("JobState"),
+                "message": string("Progress; while queued, the position in the queue"),
                 "progress": number("Percent complete", minimum=0, maximum=100),
                 "updated_at": epoch_seconds("Last update time"),
                 "chunk_info": nullable(chunk_info()),
@@ -291,7 +315,8 @@ def _live_schemas() -> dict[str, Schema]:
             "status",
             {
                 "seq": seq,
-                "status": ref("JobState"),
+                "status": ref("SpecJobState"),
+                "state": ref("JobState"),
                 "message": string(),
                 "progress": number("Percent complete", minimum=0, maximum=100),
                 "chunk_info": nullable(chunk_info()),
@@ -348,7 +373,8 @@ def _retranslate_schemas() -> dict[str, Schema]:
         "RetranslateAccepted": obj(
             {
                 "job_id": string("Job id to poll at /api/transcribe/status/{job_id}"),
-                "status": string("Job status, e.g. queued or processing"),
+                "status": ref("SpecJobState"),
+                "state": ref("JobState"),
                 "message": string(),
             },
             description="The worker did not answer in time; the job continues in the background",
@@ -674,7 +700,6 @@ def _model_pulls_schemas() -> dict[str, Schema]:
 # --- language models, chats and summaries (web/llm.py, web/chats.py, web/summary.py) -------------------------
 
 LLM_JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]  # models.LlmJob.status
-LOCAL_BASE_URL = "local://llama.cpp"  # parley.llm_config.LOCAL_BASE_URL
 MESSAGE_SENDERS = ["user", "ai"]
 MESSAGE_STATES = ["complete", "cancelled", "failed"]  # models.Message.status
 CHAT_MESSAGE_MAX = 10_000  # web.chats.MAX_MESSAGE_CHARS
@@ -1029,7 +1054,8 @@ def _summary_schemas() -> dict[str, Schema]:
         "SummaryAccepted": obj(
             {
                 "job_id": job_id_schema(),
-                "status": ref("LlmJobState"),
+                "status": ref("SpecJobState"),
+                "state": ref("LlmJobState"),
                 "message": string(example="Summary queued"),
             },
             description="Follow it with GET /api/summary/status/{job_id}",
@@ -1037,7 +1063,8 @@ def _summary_schemas() -> dict[str, Schema]:
         "SummaryStatus": obj(
             {
                 "job_id": job_id_schema(),
-                "status": ref("LlmJobState"),
+                "status": ref("SpecJobState"),
+                "state": ref("LlmJobState"),
                 "message": string("Progress message, or the error once failed"),
                 "progress": number("Percent complete, one decimal", minimum=0, maximum=100),
             }
@@ -1087,7 +1114,8 @@ def _summary_schemas() -> dict[str, Schema]:
         "ChatPending": obj(
             {
                 "job_id": job_id_schema(),
-                "status": ref("LlmJobState"),
+                "status": ref("SpecJobState"),
+                "state": ref("LlmJobState"),
                 "message": string(example="still running; fetch /api/chat/result/<job_id>"),
             },
             description="The answer is not ready (or the job was canceled); fetch GET /api/chat/result/{job_id}",
@@ -1197,7 +1225,8 @@ def operation(
         op["parameters"] = parameters
     if request_body:
         op["requestBody"] = request_body
-    op["responses"] = responses
+    # Any operation answers 414 to a URL over web.MAX_URL_BYTES (4096 bytes of path and query).
+    op["responses"] = {**responses, "414": responses.get("414") or error("The URL is longer than 4096 bytes")}
     return op
 
 
@@ -1386,7 +1415,8 @@ def _transcribe_paths() -> dict[str, Any]:
                 {
                     "200": response(
                         "Event stream; each event carries `id: <seq>`, `event: <type>` and a JSON `data:` line",
-                        string("text/event-stream; data lines follow the LiveMessage schema"),
+                        sse_events(ref("LiveMessage"), "`id: <seq>`, `event: <type>` and a LiveMessage; "
+                                   "`: heartbeat` comments between them"),
                         media_type="text/event-stream",
                     ),
                     "404": error("Unknown job"),
@@ -1856,8 +1886,9 @@ def _usage_paths() -> dict[str, Any]:
                 parameters=[
                     query_param(
                         "weeks",
-                        integer(default=12, minimum=1, maximum=52),
-                        description="Number of weeks up to and including this one; clamped to 1..52",
+                        integer(default=12),
+                        description="Number of weeks up to and including this one; any integer is accepted and "
+                                    "clamped to 1..52 (as the sessions client expects), so 0 gives 1 week",
                     )
                 ],
             )
@@ -1883,15 +1914,19 @@ def _usage_paths() -> dict[str, Any]:
                     ),
                 },
                 parameters=[
-                    query_param("start", integer(minimum=0), description=f"Only calls at or after this time ({ms})"),
-                    query_param("end", integer(minimum=0), description=f"Only calls at or before this time ({ms})"),
+                    query_param("start", integer(minimum=0, maximum=MAX_18_DIGITS),
+                                description=f"Only calls at or after this time ({ms})"),
+                    query_param("end", integer(minimum=0, maximum=MAX_18_DIGITS),
+                                description=f"Only calls at or before this time ({ms})"),
                     query_param("type", string(enum=USAGE_TYPES), description="Only calls of this type"),
                     query_param("model", string(), description="Only calls of this model (empty: all)"),
                     query_param("source", string(), description="Only calls from this source (empty: all)"),
                     query_param(
-                        "limit", integer(default=50, minimum=1), description="Page size; more than 200 gives 200"
+                        "limit", integer(default=50, minimum=1, maximum=MAX_18_DIGITS),
+                        description="Page size; more than 200 gives 200"
                     ),
-                    query_param("offset", integer(default=0, minimum=0), description="Rows to skip"),
+                    query_param("offset", integer(default=0, minimum=0, maximum=MAX_18_DIGITS),
+                                description="Rows to skip"),
                 ],
             )
         },
@@ -1969,9 +2004,9 @@ def _llm_paths() -> dict[str, Any]:
                 parameters=[
                     query_param(
                         "baseUrl",
-                        string(),
-                        description="Engine to list: " + LOCAL_BASE_URL + " (or absent) for the local store, else "
-                        "an http(s) URL",
+                        string(pattern="^$|^local://llama\\.cpp$|" + REMOTE_URL_PATTERN),
+                        description="Engine to list: " + LOCAL_BASE_URL + " (or empty, or absent) for the local "
+                        "store, else an http(s) URL with a host",
                     )
                 ],
             )
@@ -2096,7 +2131,7 @@ as a message with status `cancelled`. Errors before the stream starts are JSON `
 def _chat_stream_response() -> dict[str, Any]:
     return response(
         "Server-Sent Events stream of the reply",
-        string("`data: <ChatStreamEvent JSON>` lines, each followed by a blank line"),
+        sse_events(ref("ChatStreamEvent"), "`data: <ChatStreamEvent JSON>` lines, each followed by a blank line"),
         media_type="text/event-stream",
         headers={
             "X-User-Message-Id": header("Id of the stored user message (decimal)", integer(minimum=1)),

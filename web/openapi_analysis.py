@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from web.openapi import (LOCAL_BASE_URL, array, boolean, error, header, integer, json_body, nullable, number,
-                         obj, operation, path_param, ref, response, string)
+                         obj, operation, path_param, ref, response, sse_events, string)
 
 TAG = "analysis"
 ANALYSIS_STATES = ["pending", "generating_strategy", "mapping", "reducing", "completed", "failed", "canceling",
@@ -205,7 +205,8 @@ def analysis_schemas() -> dict[str, Any]:
 
 def analysis_paths() -> dict[str, Any]:
     job = path_param("job_id", "Analysis job id (jobId of POST /api/analysis-jobs)")
-    job["schema"] = string("Positive integer, as digits", pattern="^[0-9]+$", maxLength=18, example="1")
+    job["schema"] = string("Positive integer (1 or more), as digits", pattern="^0*[1-9][0-9]*$", maxLength=18,
+                           example="1")
     bad_id = "Job id is not a positive integer"
     bad = error(bad_id)
     unknown = error("Unknown analysis job")
@@ -271,7 +272,8 @@ def analysis_paths() -> dict[str, Any]:
                 {
                     "200": response(
                         "Server-Sent Events stream of the job",
-                        string("`data: <AnalysisStreamMessage JSON>` lines, each followed by a blank line"),
+                        sse_events(ref("AnalysisStreamMessage"),
+                                   "`data: <AnalysisStreamMessage JSON>` lines, each followed by a blank line"),
                         media_type="text/event-stream",
                         headers={
                             "Cache-Control": header("no-cache, no-transform",

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from web.processes import expected_names
+
 
 def dashboard_paths() -> dict[str, Any]:
     from web.openapi import (array, boolean, error, header, integer, nullable, number, obj, operation, path_param,
-                             response, string)
+                             response, sse_events, string)
 
     tag, when = "monitoring", "(Unix epoch seconds)"
     queue = obj({"name": string(), "waiting": integer("In the queue, not yet taken by a worker"),
@@ -58,7 +60,8 @@ def dashboard_paths() -> dict[str, Any]:
         "/dashboard/stream": {"get": operation(
             tag, "dashboard_stream", "The dashboard's state, live (Server-Sent Events)",
             {"200": response("`event: snapshot` frames whose data is the JSON of GET /dashboard/state",
-                             string("text/event-stream"), media_type="text/event-stream",
+                             sse_events(state, "`event: snapshot` and the state's JSON"),
+                             media_type="text/event-stream",
                              headers={"Cache-Control": header("no-cache, no-transform"),
                                       "X-Accel-Buffering": header("no: proxies must not buffer the stream",
                                                                   string(enum=["no"]))})},
@@ -153,7 +156,10 @@ def process_paths() -> dict[str, Any]:
             {"200": response("The log's last 200 lines, or a sentence saying why the process has none", logs),
              "400": error("Not a known process name; the message lists the known names"),
              "404": error("The name holds a line break, which no process name has: no route matches it")},
-            parameters=[path_param("name", "A name from GET /api/docker/status")],
+            parameters=[{**path_param("name", "A name from GET /api/docker/status: those the Procfile stands for "
+                                              "(listed here). Workers beyond them (another machine's, or a "
+                                              "second process of one line: name.1, name.2) are answered too"),
+                         "schema": string(enum=expected_names())}],
             description="Each process writes `<PARLEY_LOG_DIR>/<process name>.log` (default `<data_dir>/logs`). An "
             "alias gives the logs of the processes it stands for.")},
     }

@@ -154,6 +154,12 @@ def expected_workers(procfile: Path | None = None) -> dict[str, list[str]]:
     return workers
 
 
+def expected_names(procfile: Path | None = None) -> list[str]:
+    """The process names this deployment's Procfile stands for, as /api/docker/status names them."""
+    return sorted(["parley-web", "parley-redis", "parley-database", "parley-search", WHISPER_ALIAS, SEARCH_ALIAS,
+                   *(f"parley-worker-{name}" for name in expected_workers(procfile))])
+
+
 def _worker_name(beat: dict) -> str:
     name = beat.get("name") or "-".join(beat.get("queues") or []) or "worker"
     try:
