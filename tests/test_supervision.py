@@ -11,6 +11,7 @@ server (tests/test_model_pulls.py's), a boundary we can run here.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -210,10 +211,10 @@ def test_asr_worker_killed_mid_job_is_restarted_and_the_job_completes(started):
     gt = " ".join(t["text"] for t in truth("long_two_speakers")["turns"])
     assert wer(gt, " ".join(s["text"] for s in segments)) < 0.15  # nothing lost
     container = stack.containers()["parley-worker-asr"]
-    assert container["details"]["supervisor"]["lastExit"].startswith("exit code")  # Dramatiq's main exited...
-    asr_log = [line for line in started.log_path.read_text(errors="replace").splitlines()
-               if line[9:].split(" | ")[0].strip() == "asr"]
-    assert any("exited unexpectedly" in line for line in asr_log), asr_log[-20:]  # ...because its child died
+    # Dramatiq's main process exited when its child died, and the supervisor said so. (Dramatiq's own
+    # "exited unexpectedly" line is not asserted: its log thread can stop before writing it.)
+    assert container["details"]["supervisor"]["lastExit"].startswith("exit code")
+    assert re.search(r"\| asr exited after [0-9.]+ s \(exit code \d+\); restarting in", stack.log_tail(100000))
 
 
 def test_asr_quick_worker_killed_with_a_request_waiting_is_restarted_and_answers(started):
