@@ -9,7 +9,7 @@ FIELDS = (("client_name", "Transcription API"), ("session_type", "Transcription 
 
 def up(migrator, db):
     for column, value in FIELDS:
-        db.execute_sql(f"UPDATE session SET {column} = %s WHERE {column} = ''".replace("%s", db.param), (value,))
+        db.execute_sql(f"UPDATE session SET {column} = {db.param} WHERE {column} = ''", (value,))
 
 
 def down(migrator, db):

@@ -375,7 +375,6 @@ def db_migrate() -> None:
     click.echo("applied: " + ", ".join(applied) if applied else "the schema is up to date")
 
 
-
 # --- the process supervisor ---------------------------------------------------------------------------
 @main.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False),

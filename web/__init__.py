@@ -103,12 +103,15 @@ def _register_request_headers(app: Flask) -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+        if request.method == "OPTIONS" and _allowed_origin(app) and request.headers.get("Access-Control-Request-Method"):
+            return app.response_class(status=204)
+
+    @app.before_request
+    def _refuse_long_urls():
         url_bytes = len(request.environ.get("RAW_URI") or request.full_path)
         if url_bytes > MAX_URL_BYTES:
             raise ApiError(414, f"the URL is {url_bytes} bytes long; the limit is {MAX_URL_BYTES} "
                                 "(send long values in a JSON body)")
-        if request.method == "OPTIONS" and _allowed_origin(app) and request.headers.get("Access-Control-Request-Method"):
-            return app.response_class(status=204)
 
     @app.after_request
     def _stamp(response):

@@ -131,7 +131,7 @@ def status():
     row = llm_config.current()
     checked = request.args.get("modelName") or row.active_model
     local = llm_config.is_local(row.base_url)
-    details = None
+    details = info = None
     if local and checked:
         info = llmstore.find(settings(), checked)
         details = llm_config.model_info_dict(info) if info else None
@@ -142,10 +142,11 @@ def status():
         # not the estimate of what a GPU would hold (the client would show "100% offloaded to GPU").
         on_gpu = any(w.get("llm_on_gpu") for w in workers if w.get("llm_resident") == checked)
         details["size_vram"] = llmstore.estimate_memory(
-            llmstore.find(settings(), checked), context_size=row.context_size,
-            num_gpu_layers=row.num_gpu_layers)["estimated_vram_bytes"] if on_gpu else 0
+            info, context_size=row.context_size, num_gpu_layers=row.num_gpu_layers)["estimated_vram_bytes"] if on_gpu else 0
     last_load = (LlmJob.select().where(LlmJob.kind == "load_model").order_by(LlmJob.created_at.desc()).first())
-    active_info = llmstore.find(settings(), row.active_model) if local and row.active_model else None
+    # The store is listed once per lookup: reuse the checked model's when it is the active one.
+    active_info = info if checked == row.active_model else (
+        llmstore.find(settings(), row.active_model) if local and row.active_model else None)
     return jsonify(
         status="available" if workers or not local else "unavailable",
         activeModel=row.active_model,

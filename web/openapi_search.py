@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from web.openapi import (array, error, integer, nullable, number, obj, operation, query_param, response, string)
+from web.search import MAX_FROM
 
 
 QUERY_SYNTAX = (
@@ -53,7 +54,7 @@ def search_paths() -> dict[str, Any]:
                 parameters=[
                     query_param("q", string(maxLength=500), description="The query; see above"),
                     query_param("limit", integer(minimum=1, maximum=100, default=20)),
-                    query_param("from", integer(minimum=0, maximum=1_000_000, default=0), description="Results to skip"),
+                    query_param("from", integer(minimum=0, maximum=MAX_FROM, default=0), description="Results to skip"),
                     query_param("clientName", string(), description="Only this client's sessions (exact match)"),
                     query_param("searchType", string(enum=["chat", "transcript", "all", ""], default="all"),
                                 description="What to search; empty means all"),

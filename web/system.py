@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import shutil
 import subprocess
 import threading
@@ -147,8 +148,10 @@ def _gpu_processes() -> dict[str, list[dict]]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def _cuda_version() -> str | None:
-    """The CUDA version the driver supports, as `nvidia-smi -q` prints it (e.g. "12.4")."""
+    """The CUDA version the driver supports, as `nvidia-smi -q` prints it (e.g. "12.4"). Asked once per
+    process: the full query is slow, and the driver does not change under a running process."""
     for line in _smi("-q").splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "CUDA Version" and value.strip() and value.strip() != "N/A":

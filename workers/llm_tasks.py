@@ -118,7 +118,8 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
                 state["responding"] = True
             publish("token", text=piece.text)
 
-    max_tokens = min(job.params.get("max_tokens") or chat_max_tokens(), chat_max_tokens())
+    cap = chat_max_tokens()
+    max_tokens = min(job.params.get("max_tokens") or cap, cap)
     reply = engine.chat(assembled.messages, _options(row, max_tokens=max_tokens), should_cancel=_cancel_check(job.id),
                         on_piece=on_piece)
     empty = not reply.content.strip() and not reply.thinking.strip()
