@@ -2,14 +2,14 @@
 
 Its one job: refuse to listen beyond loopback while no API token exists, and say at start-up which it is.
 """
-import os
 
 
 def on_starting(server):
+    from parley.config import get_settings
     from web.auth import OPT_OUT_ENV, bind_refusal, tokens_configured_safely
 
     configured = tokens_configured_safely()
-    opted_out = os.environ.get(OPT_OUT_ENV, "").strip().lower() in {"1", "true", "yes"}
+    opted_out = get_settings().allow_unauthenticated
     refusal = bind_refusal(list(server.cfg.bind), tokens_configured=configured, opted_out=opted_out)
     if refusal:
         raise SystemExit(f"parley: {refusal}")

@@ -1,8 +1,6 @@
 """The Redis broker every Parley process shares, and the queues named for the hardware they need."""
 from __future__ import annotations
 
-import os
-
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
@@ -22,7 +20,7 @@ QUEUES = {
 # Dramatiq's idle consumers poll Redis with a backoff capped at the worker timeout (1 s), so a job sent to
 # an idle worker waited ~0.4 s before it started (scripts/bench/queue_throughput.py). A 50 ms cap brings
 # that to ~20 ms for ~20 cheap Redis calls a second per idle queue. PARLEY_BROKER_IDLE_POLL_MS overrides it.
-IDLE_POLL_MS = int(os.environ.get("PARLEY_BROKER_IDLE_POLL_MS", "50"))
+IDLE_POLL_MS = get_settings().broker_idle_poll_ms
 
 
 class ParleyBroker(RedisBroker):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import threading
 
 import dramatiq
@@ -37,7 +36,9 @@ GIVE_UP = {
 
 
 def max_crashes() -> int:
-    return int(os.environ.get("PARLEY_MAX_CRASHES", "3"))
+    from parley.config import get_settings
+
+    return get_settings().max_crashes
 
 
 def crash_reason(tries: int) -> str:

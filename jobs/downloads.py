@@ -19,22 +19,19 @@ import dramatiq
 
 from jobs.broker import broker  # noqa: F401  (the broker must exist before actors are declared)
 from models import ModelPull
+from models.statuses import TERMINAL
 from parley.config import Settings, get_settings
+from parley.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000  # a multi-GB model on a slow link takes hours; Dramatiq's default is 10 minutes
-TERMINAL = ("completed", "failed", "canceled")
 CANCELABLE = ("queued", "parsing", "downloading", "canceling")
 CANCEL_POLL_S = 0.5  # how often the download reads the row for a cancellation request
 # A read blocks until it has this many bytes; 64 KiB keeps cancellation prompt even on a slow link.
 CHUNK_BYTES = 64 * 1024
 # Broken connections are retried inside the job, each attempt resuming the .part; these are the waits.
 RETRY_WAITS_S = (1, 2, 5, 10, 30)
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def mb(n: int) -> str:

@@ -47,7 +47,7 @@ class WorkerBoot(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         queues = set(worker.consumer_whitelist or broker.get_declared_queues())
-        if os.environ.get("PARLEY_WARMUP", "1") != "0" and queues & SPEECH_QUEUES:
+        if get_settings().warmup and queues & SPEECH_QUEUES:
             from workers.pipeline import warm_up
 
             warm_up(get_settings())
@@ -75,7 +75,7 @@ class WorkerHeartbeat(Middleware):
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "queues": queues,
-            "device": os.environ.get("CUDA_VISIBLE_DEVICES", "cpu" if get_settings().device == "cpu" else "auto"),
+            "device": _device_label(),
             "diarization": diarization_available(),
             "started_at": time.time(),
         }
@@ -142,7 +142,7 @@ class WorkerHeartbeat(Middleware):
 
 def process_name() -> str:
     """This process's name (PARLEY_PROCESS_NAME, set per Procfile line); without one, its queues joined by '-'."""
-    name = os.environ.get("PARLEY_PROCESS_NAME")
+    name = get_settings().process_name
     if name:
         return name
     argv = sys.argv
@@ -155,6 +155,14 @@ def process_name() -> str:
     return "-".join(queues) or "worker"
 
 
+def _device_label() -> str:
+    """The GPUs this worker is pinned to (CUDA_VISIBLE_DEVICES), else cpu or auto."""
+    settings = get_settings()
+    if settings.cuda_visible_devices is not None:
+        return settings.cuda_visible_devices
+    return "cpu" if settings.device == "cpu" else "auto"
+
+
 def last_beats(conn: redis.Redis) -> list[dict]:
     """The last heartbeat of every worker name seen in the past day, alive or not."""
     keys = list(conn.scan_iter(match=LAST_BEAT_KEY_PREFIX + "*", count=200))
@@ -165,7 +173,7 @@ def last_beats(conn: redis.Redis) -> list[dict]:
 def diarization_available() -> bool:
     """Whether this process can label speakers: not switched off (PARLEY_DIARIZATION=0), sherpa-onnx is
     installed, and the diarization models are in the model store (scripts/bootstrap makes them)."""
-    if os.environ.get("PARLEY_DIARIZATION", "1") == "0":
+    if not get_settings().diarization:
         return False
     if importlib.util.find_spec("sherpa_onnx") is None:
         return False

@@ -19,14 +19,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
-import uuid
 
 import dramatiq
 import redis
 from dramatiq.middleware import Middleware
+
+from models.statuses import TERMINAL
+from parley.config import get_settings
+from parley.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +39,14 @@ REQUEUED_MESSAGE = "Re-queued: its queue message was lost"
 # Redis must have answered for this long before a pass acts: after a restart every live worker has
 # written its heartbeat again (every 5 s), so a job a worker is still running is not taken for stranded.
 SETTLE_S = 15.0
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
 def reconcile_after_s() -> float:
-    return float(os.environ.get("PARLEY_RECONCILE_AFTER_S", "120"))
+    return get_settings().reconcile_after_s
 
 
 def reconcile_every_s() -> float:
-    return float(os.environ.get("PARLEY_RECONCILE_EVERY_S", "30"))
+    return get_settings().reconcile_every_s
 
 
 @dataclasses.dataclass
@@ -59,7 +60,7 @@ class Requeued:
     session_id: int | None = None
 
 
-class Busy(Exception):
+class Busy(Unavailable):
     """Another reconciler holds the lock."""
 
 
@@ -109,10 +110,10 @@ def _candidates(cutoff: float) -> list[tuple[Requeued, object]]:
         found.append((Requeued("llm", job.id, job.status, job.updated_at), generate))
     # Analyses and pulls keep no "last changed" time: their start is the earliest they can be quiet since;
     # one still running is protected by its worker's heartbeat.
-    for job in AnalysisJob.select().where(AnalysisJob.status.not_in(("completed", "failed", "canceled"))
+    for job in AnalysisJob.select().where(AnalysisJob.status.not_in(TERMINAL)
                                           & (AnalysisJob.created_at_ms < cutoff * 1000)):
         found.append((Requeued("analysis", str(job.id), job.status, job.created_at_ms / 1000), analyze))
-    for pull in ModelPull.select().where(ModelPull.status.not_in(("completed", "failed", "canceled"))
+    for pull in ModelPull.select().where(ModelPull.status.not_in(TERMINAL)
                                          & (ModelPull.start_ms < cutoff * 1000)):
         found.append((Requeued("model-pull", pull.id, pull.status, pull.start_ms / 1000), pull_model))
     return found
@@ -155,12 +156,10 @@ def reconcile(conn: redis.Redis, *, older_than_s: float | None = None, dry_run: 
     from jobs import QUEUES
 
     older_than_s = reconcile_after_s() if older_than_s is None else older_than_s
-    token = uuid.uuid4().hex
-    deadline = time.monotonic() + lock_wait_s
-    while not conn.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
-        if time.monotonic() >= deadline:
-            raise Busy("another reconciler is running; try again in a minute")
-        time.sleep(0.2)
+    # redis-py's Lock: a random token per holder, released only by its holder (a Lua compare-and-delete).
+    lock = conn.lock(LOCK_KEY, timeout=LOCK_TTL_S, sleep=0.2, blocking_timeout=lock_wait_s)
+    if not lock.acquire():
+        raise Busy("another reconciler is running; try again in a minute")
     try:
         # Redis first, rows second: a message acked between the two reads belongs to a job whose row
         # is already finished by then, so it is not mistaken for stranded.
@@ -182,9 +181,9 @@ def reconcile(conn: redis.Redis, *, older_than_s: float | None = None, dry_run: 
         return stranded
     finally:
         try:
-            conn.eval(_RELEASE, 1, LOCK_KEY, token)
-        except redis.RedisError:
-            pass  # it expires on its own
+            lock.release()
+        except redis.RedisError:  # LockNotOwnedError included: it expired, and someone else holds it now
+            pass
 
 
 # --- in the workers ----------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import math
-import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,20 +25,12 @@ SQLITE_PRAGMAS = {
     "synchronous": "normal",  # safe with WAL, and much faster than full
 }
 
-DEFAULT_TIMEOUT_S = 10.0
-
-
 def lock_timeout_s() -> float:
-    """PARLEY_DB_TIMEOUT_S, default 10: how long a statement waits for a lock held by someone else
-    (SQLite's busy timeout, PostgreSQL's lock_timeout) or for a connection, before it fails."""
-    raw = os.environ.get("PARLEY_DB_TIMEOUT_S", "")
-    try:
-        value = float(raw) if raw.strip() else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ValueError(f"PARLEY_DB_TIMEOUT_S must be a number of seconds, got {raw!r}") from None
-    if not 0 < value <= 3600:
-        raise ValueError(f"PARLEY_DB_TIMEOUT_S must be between 0 and 3600 seconds, got {raw!r}")
-    return value
+    """How long a statement waits for a lock held by someone else (SQLite's busy timeout, PostgreSQL's
+    lock_timeout) or for a connection, before it fails (PARLEY_DB_TIMEOUT_S)."""
+    from parley.config import get_settings
+
+    return get_settings().db_timeout_s
 
 
 def open_database(url: str) -> peewee.Database:

@@ -7,6 +7,7 @@ import time
 import peewee
 
 from models.db import db
+from models.statuses import TERMINAL
 from parley.formats import clock
 
 
@@ -86,7 +87,7 @@ class Job(BaseModel):
     started_at = peewee.DoubleField(null=True)
     finished_at = peewee.DoubleField(null=True)
 
-    TERMINAL = ("completed", "failed", "canceled")
+    TERMINAL = TERMINAL
 
     @property
     def total_chunks(self) -> int:

@@ -7,13 +7,14 @@ import secrets
 import time
 
 from models import ApiToken
+from parley.errors import InvalidInput
 
 # Each scope includes the ones before it: a write token can read, an admin token can do everything.
 SCOPES = ("read", "write", "admin")
 TOKEN_PREFIX = "parley_"
 
 
-class TokenError(ValueError):
+class TokenError(InvalidInput):
     """A token request the operator has to correct (unknown scope, unknown token, empty name)."""
 
 

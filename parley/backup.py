@@ -30,6 +30,8 @@ import peewee
 from models import (AnalysisJob, AnalysisSummary, Chat, Job, JobEvent, LlmJob, Message, Paragraph, Segment, Session,
                     Template, UsageLog, db)
 from models.tables import JSONField
+from parley.errors import InvalidInput
+from parley.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ TABLES = (
 JSON_MEMBERS = [t.member for t in TABLES] + [ANALYSIS_JOB_SESSIONS, MANIFEST]
 
 
-class BackupError(ValueError):
+class BackupError(InvalidInput):
     """The archive cannot be restored: `member` names the part at fault, `reason` says why."""
 
     def __init__(self, member: str, reason: str):
@@ -154,7 +156,7 @@ def take_snapshot(audio_dir: Path, work_dir: Path, *, attempts: int = 3) -> Snap
             else:
                 path.unlink()  # a stray file (a partial upload, an orphan) is not part of the data
         _write_json(directory / MANIFEST, {
-            "format": FORMAT, "version": VERSION, "createdAt": int(time.time() * 1000), "counts": counts,
+            "format": FORMAT, "version": VERSION, "createdAt": now_ms(), "counts": counts,
             "audio": [{"name": p.name, "bytes": p.stat().st_size} for p in audio]})
         members = [(MANIFEST, directory / MANIFEST)] + [(m, directory / m) for m in JSON_MEMBERS if m != MANIFEST]
         members += [(UPLOADS + p.name, p) for p in audio]

@@ -375,6 +375,41 @@ def db_migrate() -> None:
     click.echo("applied: " + ", ".join(applied) if applied else "the schema is up to date")
 
 
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the README's configuration table instead.")
+def settings_command(markdown: bool) -> None:
+    """Every variable Parley reads, with the value this process sees (secrets masked)."""
+    from parley.config import Settings, markdown_table
+
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
+    try:
+        settings = get_settings()
+    except ValueError as exc:  # pydantic's ValidationError names the variable and the problem
+        raise click.ClickException(str(exc)) from None
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if name in SECRET_SETTINGS and value:
+            value = "(set)"
+        elif name == "database_url" and value and "@" in value:
+            value = _without_password(value)
+        click.echo(f"{field.json_schema_extra['env']}={'' if value is None else value}")
+
+
+SECRET_SETTINGS = {"hf_token"}
+
+
+def _without_password(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 # --- the process supervisor ---------------------------------------------------------------------------
 @main.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path(exists=True, dir_okay=False),
@@ -386,7 +421,6 @@ def supervise(procfile: str, only: str | None) -> None:
     Backoff and crash-loop reporting are set by PARLEY_RESTART_MIN_S (0.5), PARLEY_RESTART_MAX_S (30),
     PARLEY_RESTART_STABLE_S (10), PARLEY_CRASH_LOOP_AFTER (3) and PARLEY_STOP_TIMEOUT_S (10).
     """
-    import os
     from pathlib import Path
 
     from parley.supervisor import Supervisor, read_procfile
@@ -398,14 +432,11 @@ def supervise(procfile: str, only: str | None) -> None:
         if unknown:
             raise click.UsageError(f"not in {procfile}: {', '.join(unknown)}; its processes: {', '.join(commands)}")
         commands = {n: c for n, c in commands.items() if n in wanted}
-    env = os.environ
+    settings = get_settings()
     supervisor = Supervisor(
-        commands, data_dir=get_settings().data_dir,
-        min_backoff_s=float(env.get("PARLEY_RESTART_MIN_S", "0.5")),
-        max_backoff_s=float(env.get("PARLEY_RESTART_MAX_S", "30")),
-        stable_s=float(env.get("PARLEY_RESTART_STABLE_S", "10")),
-        crash_loop_after=int(env.get("PARLEY_CRASH_LOOP_AFTER", "3")),
-        stop_timeout_s=float(env.get("PARLEY_STOP_TIMEOUT_S", "10")))
+        commands, data_dir=settings.data_dir, min_backoff_s=settings.restart_min_s,
+        max_backoff_s=settings.restart_max_s, stable_s=settings.restart_stable_s,
+        crash_loop_after=settings.crash_loop_after, stop_timeout_s=settings.stop_timeout_s)
     sys.exit(supervisor.run())
 
 

@@ -13,13 +13,13 @@ import time
 import redis
 
 from models import Job, JobEvent, db
+from models.statuses import TERMINAL as TERMINAL_STATUSES
 from parley.config import get_settings
 from parley.redisconn import client
 
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "parley:job:"
-TERMINAL_STATUSES = ("completed", "failed", "canceled")
 
 _publisher: redis.Redis | None = None
 _publisher_lock = threading.Lock()

@@ -1,17 +1,16 @@
 """The language-model settings row, and how models are described to clients."""
 from __future__ import annotations
 
-import os
 import time
 
 from models import LlmSettings, db
 from parley import llmstore
-from parley.config import Settings
+from parley.config import Settings, get_settings
 
 def default_context_cap() -> int:
     """Context used when none is configured (PARLEY_LLM_DEFAULT_CONTEXT, default 8192): a model's own
     maximum (32k for the test model) would reserve a KV cache far beyond what a chat needs."""
-    return int(os.environ.get("PARLEY_LLM_DEFAULT_CONTEXT", "8192"))
+    return get_settings().llm_default_context
 
 
 #: What the sessions client sees as the base URL of the local engine; it must not be empty.

@@ -10,13 +10,14 @@ import threading
 from pathlib import Path
 
 from parley.config import Settings
+from parley.errors import ParleyError
 
 GGUF_MAGIC = b"GGUF"
 KV_BYTES = 2  # llama.cpp keeps the KV cache in f16 unless told otherwise
 OVERHEAD_BYTES = 300 * 1024 * 1024  # compute buffers and the CUDA context, roughly
 
 
-class LlmStoreError(Exception):
+class LlmStoreError(ParleyError):
     """A model file is missing, is not GGUF, or cannot be installed."""
 
 

@@ -10,6 +10,9 @@ import threading
 import time
 from pathlib import Path
 
+from parley.config import get_settings
+from parley.errors import InvalidInput
+
 #: Process names double as log file names (`<log_dir>/<name>.log`), so they are kept to a safe alphabet.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 LOG_FORMAT = "%(asctime)s %(levelname)s [pid %(process)d] %(name)s: %(message)s"
@@ -27,7 +30,7 @@ _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 
 
-class UnknownName(ValueError):
+class UnknownName(InvalidInput):
     """A process name that is not a safe log name."""
 
 
@@ -128,8 +131,6 @@ def configure_logging(process_name: str, *, log_dir: Path | None = None, level: 
     again in the same process replaces what the previous call installed. Returns the log file's path.
     """
     if log_dir is None:
-        from parley.config import get_settings
-
         log_dir = get_settings().log_dir
     path = log_path(log_dir, process_name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ def configure_logging(process_name: str, *, log_dir: Path | None = None, level: 
     for handler in [h for h in root.handlers if getattr(h, "_parley", False)]:
         root.removeHandler(handler)
         handler.close()
-    root.setLevel((level or os.environ.get("PARLEY_LOG_LEVEL") or "INFO").upper())
+    root.setLevel((level or get_settings().log_level or "INFO").upper())
     # peewee's DEBUG lines carry every query's parameters: transcript text, chat messages, keys. Never log them.
     logging.getLogger("peewee").setLevel(max(root.level, logging.INFO))
     # numba's DEBUG output dumps the source and bytecode of every function it compiles (megabytes at a

@@ -6,12 +6,14 @@ import json
 import subprocess
 from pathlib import Path
 
+from parley.errors import InvalidInput
+
 
 # ffmpeg's AVPROBE_SCORE_RETRY: at or below it ffmpeg warns "detected only with low score ... misdetection possible".
 LOW_PROBE_SCORE = 25
 
 
-class MediaError(Exception):
+class MediaError(InvalidInput):
     """The file is not audio we can read; the message says why, in words a user understands."""
 
 

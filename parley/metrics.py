@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from models import AnalysisJob, Job, LlmJob, UsageLog, db
+from models.statuses import TERMINAL
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _job_durations() -> list[Metric]:
                    & (LlmJob.finished_at >= LlmJob.created_at), DURATION_BUCKETS, fixed=["llm"])
     _add_histogram(total, AnalysisJob, (AnalysisJob.completed_at_ms - AnalysisJob.created_at_ms) / 1000.0,
                    [AnalysisJob.status],
-                   AnalysisJob.status.in_(("completed", "failed", "canceled"))
+                   AnalysisJob.status.in_(TERMINAL)
                    & AnalysisJob.completed_at_ms.is_null(False)
                    & (AnalysisJob.completed_at_ms >= AnalysisJob.created_at_ms), DURATION_BUCKETS,
                    fixed=["analysis", "analysis"])

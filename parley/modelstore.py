@@ -10,10 +10,12 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from parley.errors import ParleyError
+
 log = logging.getLogger(__name__)
 
 
-class ModelStoreError(Exception):
+class ModelStoreError(ParleyError):
     """A model name is unknown, or a model cannot be pulled or found."""
 
 

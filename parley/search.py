@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 import re
 from dataclasses import dataclass, field
+
+from parley.config import get_settings
+from parley.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,11 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 _MARKERS = re.compile("[\ue000-\ue003]")
 
 
-class SearchQueryError(ValueError):
+class SearchQueryError(InvalidInput):
     """The search query cannot be parsed; the message says why (the web answers 400)."""
 
 
-class SearchUnavailable(RuntimeError):
+class SearchUnavailable(Unavailable):
     """The search engine could not be reached or failed (the web answers 503)."""
 
 
@@ -249,7 +251,8 @@ class Backend:
 
 def make_backend(name: str | None = None, *, database_url: str | None = None,
                  opensearch_url: str | None = None) -> Backend:
-    name = (name or os.environ.get("PARLEY_SEARCH_BACKEND") or "database").strip().lower()
+    settings = get_settings()
+    name = (name or settings.search_backend or "database").strip().lower()
     if name == "database":
         from parley.search_db import DatabaseBackend
 
@@ -257,8 +260,7 @@ def make_backend(name: str | None = None, *, database_url: str | None = None,
     if name == "opensearch":
         from parley.search_opensearch import OpenSearchBackend
 
-        url = opensearch_url or os.environ.get("OPENSEARCH_URL") or "http://127.0.0.1:9200"
-        return OpenSearchBackend(url, index=os.environ.get("PARLEY_OPENSEARCH_INDEX", "parley"))
+        return OpenSearchBackend(opensearch_url or settings.opensearch_url, index=settings.opensearch_index)
     raise ValueError(f"PARLEY_SEARCH_BACKEND must be 'database' or 'opensearch', got {name!r}")
 
 

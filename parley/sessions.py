@@ -2,20 +2,17 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 from models import Chat, Job, Message, Paragraph, Segment, Session, db
+from parley.errors import Unavailable
+from parley.timestamps import now_ms
 from parley.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
 PARAGRAPH_GAP_S = 2.0  # unlabelled speech is split into paragraphs at pauses this long
 PARAGRAPH_MAX_CHARS = 600  # ... or when a paragraph grows this long
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def build_paragraphs(segments: list[dict]) -> list[dict]:
@@ -114,7 +111,7 @@ def delete_session(session: Session, audio_dir: Path) -> None:
             log.warning("could not remove %s: %s", name, exc)
 
 
-class SessionBusy(Exception):
+class SessionBusy(Unavailable):
     """The session cannot be re-transcribed now; the message says why."""
 
 

@@ -7,11 +7,11 @@ the system message; what it works on (a transcript, a question, an analysis requ
 from __future__ import annotations
 
 import logging
-import time
 
 import peewee
 
 from models import Template, db
+from parley.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +87,6 @@ SYSTEM_TEMPLATES: dict[str, str] = {
     "system_analysis_strategist": ANALYSIS_STRATEGIST_PROMPT,
     "system_short_prompt_generator": SHORT_PROMPT_GENERATOR_PROMPT,
 }
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def ensure_system_templates() -> int:

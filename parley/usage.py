@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import time
 from functools import lru_cache
 
 import peewee
 from peewee import SQL, fn
 
 from models import UsageLog
+from parley.config import get_settings
+from parley.errors import InvalidInput
+from parley.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ DEFAULT_KEY = "default"
 LLM_PRICE_KEYS = ("promptCostPer1M", "completionCostPer1M")
 WHISPER_PRICE_KEYS = ("costPerMinute",)
 COST_DIGITS = 10  # rounding of the estimates, so sums do not show float noise such as 0.30000000000000004
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # --- recording ------------------------------------------------------------------------------------
@@ -78,7 +75,7 @@ def _record(*, type: str, source: str, model: str, prompt_tokens, completion_tok
 
 
 # --- pricing --------------------------------------------------------------------------------------
-class PricingError(ValueError):
+class PricingError(InvalidInput):
     """PARLEY_PRICING_JSON is not valid."""
 
 
@@ -114,7 +111,7 @@ def parse_pricing(raw: str | None) -> dict:
 @lru_cache(maxsize=1)
 def pricing() -> dict:
     """The price list of this process (read once from the environment)."""
-    return parse_pricing(os.environ.get("PARLEY_PRICING_JSON"))
+    return parse_pricing(get_settings().pricing_json or None)
 
 
 def llm_cost(prices: dict, model: str, prompt_tokens: int | None, completion_tokens: int | None) -> float:

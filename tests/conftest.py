@@ -267,8 +267,7 @@ def llm_ready(models_ready):
     from parley import llmstore
     from parley.config import get_settings
 
-    import dataclasses
-    llmstore.pull_offline(dataclasses.replace(get_settings(), model_dir=MODEL_DIR), "gemma-3-270m")
+    llmstore.pull_offline(get_settings().model_copy(update=dict(model_dir=MODEL_DIR)), "gemma-3-270m")
     return MODEL_DIR / "llm" / GEMMA
 
 

@@ -276,12 +276,22 @@ def test_the_single_user_at_this_machine_is_not_rate_limited(tmp_path_factory, r
 
 
 def test_a_malformed_limit_is_refused_at_start(monkeypatch):
+    from parley.config import get_settings
     from web.auth import group_limit
 
-    monkeypatch.setenv("PARLEY_RATE_LIMIT_CHAT", "lots")
-    with pytest.raises(ValueError, match="PARLEY_RATE_LIMIT_CHAT must be a limit such as '30 per minute'"):
-        group_limit("chat")
-    monkeypatch.setenv("PARLEY_RATE_LIMIT_ANALYSIS", "off")
-    assert group_limit("analysis") is None
-    monkeypatch.setenv("PARLEY_RATE_LIMIT", "5 per second")
-    assert group_limit("session uploads") == "5 per second"
+    def environment(**values):
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()  # settings are read once per process: this test plays several starts
+
+    try:
+        environment(PARLEY_RATE_LIMIT_CHAT="lots")
+        with pytest.raises(ValueError, match="PARLEY_RATE_LIMIT_CHAT must be a limit such as '30 per minute'"):
+            group_limit("chat")
+        environment(PARLEY_RATE_LIMIT_ANALYSIS="off")
+        assert group_limit("analysis") is None
+        environment(PARLEY_RATE_LIMIT="5 per second")
+        assert group_limit("session uploads") == "5 per second"
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

@@ -1,8 +1,6 @@
 """The recognition engine on its own: sequential and batched inference, word timings, offsets."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from conftest import AUDIO, truth
@@ -20,7 +18,7 @@ def test_sequential_and_batched_inference(models_ready, audio, batch_size):
     from parley.config import get_settings
     from workers import asr
 
-    settings = dataclasses.replace(get_settings(), model_dir=models_ready, batch_size=batch_size, cpu_threads=2)
+    settings = get_settings().model_copy(update=dict(model_dir=models_ready, batch_size=batch_size, cpu_threads=2))
     recognition = asr.transcribe(settings, audio, model_name="tiny.en", offset=100.0)
     segments = list(recognition.segments)
     reference = " ".join(t["text"] for t in truth("two_speakers")["turns"])

@@ -171,7 +171,7 @@ def listed(stack: Stack) -> list[str]:
     from parley import llmstore
     from parley.config import get_settings
 
-    settings = dataclasses.replace(get_settings(), model_dir=Path(stack.env["PARLEY_MODEL_DIR"]))
+    settings = get_settings().model_copy(update=dict(model_dir=Path(stack.env["PARLEY_MODEL_DIR"])))
     return [info.name for info in llmstore.list_models(settings)]
 
 

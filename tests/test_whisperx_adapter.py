@@ -7,7 +7,6 @@ the output into its own segments. The real engine must be checked on a GPU host.
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import types
 
@@ -51,15 +50,15 @@ def stand_in(monkeypatch, tmp_path):
     monkeypatch.setattr(asr_whisperx, "installed", lambda: True)
     for cache in (asr_whisperx._models, asr_whisperx._aligners, asr_whisperx._unavailable):
         cache.clear()
-    settings = dataclasses.replace(get_settings(), asr_engine="whisperx", device="cpu", compute_type="int8",
-                                   model_dir=tmp_path, batch_size=8)
+    settings = get_settings().model_copy(update=dict(asr_engine="whisperx", device="cpu", compute_type="int8",
+                                                        model_dir=tmp_path, batch_size=8))
     return asr_whisperx, settings, calls
 
 
 def test_not_used_by_default_without_a_gpu():
     from workers import asr_whisperx
 
-    settings = dataclasses.replace(get_settings(), asr_engine="auto", device="cpu")
+    settings = get_settings().model_copy(update=dict(asr_engine="auto", device="cpu"))
     assert asr_whisperx.usable(settings) is False
 
 

@@ -1,12 +1,12 @@
 """The Flask web tier: validates, persists and enqueues; relays job events; never runs a model."""
 from __future__ import annotations
 
-import os
 import time
 import uuid
 
 import peewee
 from flask import Flask, g, request
+from flask_cors import CORS
 from flask_sock import Sock
 
 from parley.config import Settings, ensure_dirs, get_settings
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or get_settings()
     ensure_dirs(settings)
-    configure_logging(os.environ.get("PARLEY_PROCESS_NAME", "web"), log_dir=settings.log_dir)
+    configure_logging(settings.process_name or "web", log_dir=settings.log_dir)
 
     app = Flask(__name__)
     app.request_class = StreamingRequest
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         PARLEY_SETTINGS=settings,
         MAX_CONTENT_LENGTH=settings.max_upload_mb * 1024 * 1024,
         MAX_UPLOAD_MB=settings.max_upload_mb,
-        CORS_ORIGINS=[o.strip() for o in os.environ.get("CORS_ORIGINS", "").split(",") if o.strip()],
+        CORS_ORIGINS=settings.cors_origin_list(),
     )
     # The sessions client calls some routes with a trailing slash and some without.
     app.url_map.strict_slashes = False
@@ -95,7 +95,7 @@ MAX_URL_BYTES = 4096
 
 
 def _register_request_headers(app: Flask) -> None:
-    """X-Request-ID and X-Process-Time-Ms on every response; CORS for configured origins, errors included."""
+    """X-Request-ID and X-Process-Time-Ms on every response; CORS (flask-cors) for configured origins, errors included."""
     from web.errors import ApiError
 
     @app.before_request
@@ -104,6 +104,8 @@ def _register_request_headers(app: Flask) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
         if request.method == "OPTIONS" and _allowed_origin(app) and request.headers.get("Access-Control-Request-Method"):
+            # Answered here, before access control and rate limits: a preflight carries no credentials.
+            # flask-cors adds its headers in its after_request hook.
             return app.response_class(status=204)
 
     @app.before_request
@@ -118,14 +120,13 @@ def _register_request_headers(app: Flask) -> None:
         started = g.get("started", time.perf_counter())
         response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
         response.headers["X-Process-Time-Ms"] = f"{(time.perf_counter() - started) * 1000:.2f}"
-        origin = _allowed_origin(app)
-        if origin:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization, X-Request-ID, Last-Event-ID"
-            response.headers["Access-Control-Expose-Headers"] = "X-Request-ID, X-Process-Time-Ms, X-User-Message-Id"
-            response.headers["Vary"] = "Origin"
         return response
+
+    # The origin is echoed (never "*"), so a configured "*" still works with credentials.
+    CORS(app, origins=app.config["CORS_ORIGINS"] or [], send_wildcard=False, vary_header=True,
+         methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+         allow_headers=["Content-Type", "Authorization", "X-Request-ID", "Last-Event-ID"],
+         expose_headers=["X-Request-ID", "X-Process-Time-Ms", "X-User-Message-Id"])
 
 
 def _allowed_origin(app: Flask) -> str | None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import os
 
 import peewee
 import redis
@@ -24,13 +23,13 @@ MIB = 1024 * 1024
 
 
 def backup_max_mb() -> int:
-    """PARLEY_BACKUP_MAX_MB, default 65536: the largest backup an import accepts (MAX_UPLOAD_MB is per file)."""
-    return int(os.environ.get("PARLEY_BACKUP_MAX_MB", "65536"))
+    """The largest backup an import accepts (PARLEY_BACKUP_MAX_MB; MAX_UPLOAD_MB is per file)."""
+    return settings().backup_max_mb
 
 
 def json_max_mb() -> int:
-    """PARLEY_BACKUP_MAX_JSON_MB, default 512: the largest JSON member of a backup an import reads."""
-    return int(os.environ.get("PARLEY_BACKUP_MAX_JSON_MB", str(backup.DEFAULT_MAX_JSON_BYTES // MIB)))
+    """The largest JSON member of a backup an import reads (PARLEY_BACKUP_MAX_JSON_MB)."""
+    return settings().backup_max_json_mb
 
 
 @admin_bp.get("/export-data")

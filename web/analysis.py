@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import queue
 
-from flask import Blueprint, Response, jsonify, stream_with_context
+from flask import Blueprint, Response, jsonify
 
 from models import AnalysisJob, AnalysisSummary, LlmSettings, Session, db
+from models.statuses import TERMINAL
 from parley import llm_config, llmstore
-from parley.sessions import now_ms
+from parley.timestamps import now_ms
 from parley.tokens import count_tokens, active_model_path
-from web import forms
+from web import forms, sse
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, numeric_id
 from web.streams import RESYNC
@@ -18,7 +19,6 @@ from web.transcribe import enqueue, hub, settings
 
 analysis_bp = Blueprint("analysis", __name__, url_prefix="/api/analysis-jobs")
 
-TERMINAL = ("completed", "failed", "canceled")
 MAX_SESSIONS, PROMPT_CHARS = 50, (10, 5000)
 CONTEXT_BUFFER = 4096  # room for instructions and the answer when the server estimates the context
 
@@ -157,11 +157,6 @@ def get_job(job_id: str):
     return jsonify(detail(job_or_404(job_id)))
 
 
-def sse(payload: dict) -> str:
-    # EventSource hands only unnamed events to `onmessage`: no `event:` line, one data line.
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
 @analysis_bp.get("/<job_id>/stream")
 def stream(job_id: str):
     try:
@@ -176,31 +171,30 @@ def stream(job_id: str):
         try:
             current = AnalysisJob.get_by_id(job.id)
             summaries = [summary_row(s) for s in current.summaries.order_by(AnalysisSummary.id)]
-            yield sse({"type": "snapshot", "phase": "status", "job": job_dict(current), "summaries": summaries})
+            yield sse.event({"type": "snapshot", "phase": "status", "job": job_dict(current), "summaries": summaries})
             if current.status in TERMINAL:
-                yield sse(_terminal(current))
+                yield sse.event(_terminal(current))
                 return
             while True:
                 try:
                     item = q.get(timeout=2.0)
                 except queue.Empty:
-                    yield ": keep-alive\n\n"
+                    yield sse.comment("keep-alive")
                     latest = AnalysisJob.get_by_id(job.id)
                     if latest.status in TERMINAL:  # ended while a message was lost: end cleanly anyway
-                        yield sse(_terminal(latest))
+                        yield sse.event(_terminal(latest))
                         return
                     continue
                 if item is RESYNC:
                     continue
                 payload = {k: v for k, v in item.items() if k not in ("job_id", "seq")}
-                yield sse(payload)
+                yield sse.event(payload)
                 if payload.get("type") == "status" and payload.get("phase") == "status":
                     return
         finally:
             events.unregister(channel_id(job.id), q)
 
-    return Response(stream_with_context(relay()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"})
+    return sse.response(relay())
 
 
 def _terminal(job: AnalysisJob) -> dict:

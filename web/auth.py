@@ -4,7 +4,6 @@ from __future__ import annotations
 import html
 import ipaddress
 import logging
-import os
 import time
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect, request
@@ -12,6 +11,7 @@ from flask_limiter import Limiter, RequestLimit
 from limits import parse_many
 
 from parley import api_tokens
+from parley.config import get_settings
 from web.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -20,8 +20,6 @@ auth_bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 COOKIE = "parley_token"  # set by /auth/login so a browser can open the dashboard (it cannot send a Bearer header)
 OPT_OUT_ENV = "PARLEY_ALLOW_UNAUTHENTICATED"
-RATE_LIMIT_ENV = "PARLEY_RATE_LIMIT"
-DEFAULT_RATE_LIMIT = "30 per minute"
 
 # Reachable by anyone: probes for load balancers and orchestrators, the API description, and the login form.
 PUBLIC_ENDPOINTS = {"meta.health", "system.health", "system.readiness", "docs.swagger_ui", "docs.swagger_ui_static",
@@ -77,7 +75,6 @@ def _host_of(address: str) -> str:
 def tokens_configured_safely() -> bool:
     """Whether a live token exists; False when the database is not set up yet (as on a first start)."""
     from models import db, init_db
-    from parley.config import get_settings
 
     try:
         init_db(get_settings().database_url)
@@ -161,9 +158,8 @@ def _single_user() -> bool:
 
 def group_limit(group: str) -> str | None:
     """The limit of a rate-limit group from the environment, None where it is off."""
-    name = f"{RATE_LIMIT_ENV}_{group.upper().replace(' ', '_')}"
-    name = name if name in os.environ else RATE_LIMIT_ENV
-    value = os.environ.get(name, DEFAULT_RATE_LIMIT).strip()
+    name, value = get_settings().rate_limit_of(group)
+    value = value.strip()
     if value.lower() in ("off", "none", "0"):
         return None
     try:
@@ -184,7 +180,7 @@ def _rate_limited(limit: RequestLimit) -> Response:
 
 def install_access_control(app: Flask) -> None:
     """Tokens and scopes on every route, loopback-only without tokens, rate limits on the expensive routes."""
-    app.config["PARLEY_OPEN_NETWORK"] = os.environ.get(OPT_OUT_ENV, "").strip().lower() in {"1", "true", "yes"}
+    app.config["PARLEY_OPEN_NETWORK"] = app.config["PARLEY_SETTINGS"].allow_unauthenticated
     app.register_blueprint(auth_bp)
     app.before_request(_check_access)
     settings = app.config["PARLEY_SETTINGS"]

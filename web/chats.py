@@ -1,21 +1,21 @@
 """Chats about a session and standalone chats: CRUD, context usage, and replies streamed as SSE."""
 from __future__ import annotations
 
-import json
 import queue
 import time
 import uuid
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from models import Chat, LlmJob, Message, db
+from models.statuses import TERMINAL
 from parley import llm_config, llmstore, search
 from parley.chat_context import RESERVED_OUTPUT_TOKENS
-from parley.sessions import now_ms
 from parley.templates import get_template_text
+from parley.timestamps import now_ms
 from parley.tokens import active_model_path, count_tokens
-from web import forms
+from web import forms, sse
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, numeric_id, session_or_404
 from web.streams import RESYNC
@@ -106,11 +106,6 @@ def usage_response(chat: Chat):
 
 
 # --- streaming a reply ----------------------------------------------------------------------------
-def frame(payload: dict) -> str:
-    # The client's parser takes exactly one `data:` line of compact JSON per event, nothing else.
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n"
-
-
 def stream_reply(chat: Chat, *, source: str) -> Response:
     """Store the user's message, queue the reply on the LLM worker and relay its tokens as SSE."""
     from jobs import generate
@@ -148,15 +143,15 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
     def relay():
         finished = False
         try:
-            yield frame({"status": "thinking"})
-            yield frame({"usage": first_usage})
+            yield sse.event({"status": "thinking"})
+            yield sse.event({"usage": first_usage})
             quiet_since = time.monotonic()
             while not finished:
                 try:
                     item = q.get(timeout=1.0)
                 except queue.Empty:
                     # A comment line: it keeps proxies open and makes a gone client show up as a failed write.
-                    yield ": keep-alive\n\n"
+                    yield sse.comment("keep-alive")
                     if time.monotonic() - quiet_since > 5:
                         finished = yield from _settle_from_database(job.id)
                     continue
@@ -165,18 +160,18 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
                     continue
                 kind = item["type"]
                 if kind == "thinking":
-                    yield frame({"thinkingChunk": item["text"]})
+                    yield sse.event({"thinkingChunk": item["text"]})
                 elif kind == "responding":
-                    yield frame({"status": "responding"})
+                    yield sse.event({"status": "responding"})
                 elif kind == "token":
-                    yield frame({"chunk": item["text"]})
+                    yield sse.event({"chunk": item["text"]})
                 elif kind == "error":
-                    yield frame({"error": item["error"]})
+                    yield sse.event({"error": item["error"]})
                 elif kind == "done":
-                    yield frame({"done": True, **{k: item[k] for k in ("promptTokens", "completionTokens",
+                    yield sse.event({"done": True, **{k: item[k] for k in ("promptTokens", "completionTokens",
                                                                        "thinkingTokens", "duration", "isTruncated")
                                                   if item.get(k) is not None}})
-                elif kind == "status" and item["status"] in ("completed", "failed", "canceled"):
+                elif kind == "status" and item["status"] in TERMINAL:
                     finished = True
         finally:
             events.unregister(job.id, q)
@@ -187,23 +182,21 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
                 except redis.RedisError:
                     pass
 
-    headers = {"X-User-Message-Id": str(user.id), "Cache-Control": "no-cache, no-transform",
-               "X-Accel-Buffering": "no"}
-    return Response(stream_with_context(relay()), mimetype="text/event-stream", headers=headers)
+    return sse.response(relay(), headers={"X-User-Message-Id": str(user.id)})
 
 
 def _settle_from_database(job_id: str):
     """When no event came for a while, look at the job itself: it may have ended while Redis was away."""
     job = LlmJob.get_by_id(job_id)
-    if job.status not in ("completed", "failed", "canceled"):
+    if job.status not in TERMINAL:
         return False
     if job.status == "failed":
-        yield frame({"error": job.error or "the reply failed"})
+        yield sse.event({"error": job.error or "the reply failed"})
     elif job.result and job.result.get("message_id"):
         message = Message.get_or_none(Message.id == job.result["message_id"])
         if message is not None:
-            yield frame({"chunk": message.text})
-            yield frame({"done": True, "completionTokens": message.completion_tokens, "duration": message.duration_ms,
+            yield sse.event({"chunk": message.text})
+            yield sse.event({"done": True, "completionTokens": message.completion_tokens, "duration": message.duration_ms,
                          "isTruncated": bool(message.is_truncated)})
     return True
 

@@ -6,12 +6,14 @@ import time
 from dataclasses import asdict
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, render_template, stream_with_context
+from flask import Blueprint, current_app, jsonify, render_template
 
 from jobs import queues
 from jobs.middleware import alive_workers
 from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Segment, Session, db
+from models.statuses import TERMINAL
 from parley import events
+from web import sse
 from web.errors import ApiError, not_found
 
 dashboard_bp = Blueprint("dashboard", __name__, url_prefix=None, template_folder="pages",
@@ -22,7 +24,6 @@ KEEPALIVE_S = 5.0  # a comment at least this often: proxies keep the stream open
 STREAM_MAX_S = 600.0  # then the stream ends and EventSource reconnects, so no thread is held forever
 RECENT = 25  # finished jobs shown per kind, besides every unfinished one
 ACTIVE_LIMIT = 200  # unfinished jobs shown per kind at most: a flooded queue must not make the page huge
-TERMINAL = ("completed", "failed", "canceled")
 CANCELED_BY_OPERATOR = "Canceled by the operator (dashboard)"
 REQUEUED_BY_OPERATOR = "Re-queued by the operator from the dead letters (dashboard)"
 DROPPED_BY_OPERATOR = "Dropped by the operator from the dead letters (dashboard)"
@@ -146,7 +147,7 @@ def stream():
     """A `snapshot` event at once and whenever something changed (looked at every second); comments between."""
 
     def frames():
-        yield "retry: 2000\n\n"
+        yield sse.retry(2000)
         started = last_sent = time.monotonic()
         previous = None
         while time.monotonic() - started < STREAM_MAX_S:
@@ -156,16 +157,15 @@ def stream():
                                     "jobs": [{**j, "duration_s": None} for j in current["jobs"]]}, sort_keys=True)
             if signature != previous:
                 previous, last_sent = signature, time.monotonic()
-                yield f"event: snapshot\ndata: {json.dumps(current, separators=(',', ':'))}\n\n"
+                yield sse.event(current, name="snapshot")
             elif time.monotonic() - last_sent >= KEEPALIVE_S:
                 last_sent = time.monotonic()
-                yield ": keep-alive\n\n"
+                yield sse.comment("keep-alive")
             if not db.is_closed():
                 db.close()  # hold no database connection while asleep
             time.sleep(TICK_S)
 
-    return Response(stream_with_context(frames()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"})
+    return sse.response(frames())
 
 
 # --- dead letters ----------------------------------------------------------------------------------

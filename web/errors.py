@@ -9,6 +9,8 @@ from flask import Flask, jsonify, request
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
+from parley.errors import ParleyError
+
 log = logging.getLogger(__name__)
 
 _NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 403: "ForbiddenError", 404: "NotFoundError", 409: "ConflictError", 413: "PayloadTooLargeError", 414: "URITooLongError", 416: "RangeNotSatisfiableError",
@@ -16,7 +18,7 @@ _NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 403: "ForbiddenError
           507: "InsufficientStorageError"}
 
 
-class ApiError(Exception):
+class ApiError(ParleyError):
     """An error the client caused or must know about; `status` becomes the HTTP status."""
 
     def __init__(self, status: int, message: str, *, body: dict | None = None):

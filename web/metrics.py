@@ -7,6 +7,8 @@ import time
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 
+from parley.config import get_settings
+
 # Production runs several gunicorn worker processes (Procfile: --workers ${PARLEY_WEB_PROCESSES:-2}) and a
 # scrape reaches only one of them, so in-memory counters would jump between the processes' own totals.
 # prometheus_client's multiprocess mode fixes that: with PROMETHEUS_MULTIPROC_DIR set before prometheus_client
@@ -16,7 +18,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 # (Procfile `web:` line; tests: Stack.start_web), since stale files would add an earlier run's counts.
 # Only counters and histograms live here, so a dead process's files need no mark_process_dead clean-up.
 # Without the variable (one process, e.g. `flask run`) plain in-memory metrics are exact.
-MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+MULTIPROC_DIR = get_settings().prometheus_multiproc_dir
 if MULTIPROC_DIR:
     os.makedirs(MULTIPROC_DIR, exist_ok=True)  # before the first metric opens its file there
 
@@ -61,7 +63,7 @@ def install_metrics(app: Flask) -> None:
     app.extensions["parley_metrics"] = StoreCollector(
         redis_client=lambda: app.extensions["parley_redis"], queues=list(QUEUES),
         data_dir=app.config["PARLEY_SETTINGS"].data_dir,
-        cache_s=float(os.environ.get("PARLEY_METRICS_CACHE_S", "5")))
+        cache_s=app.config["PARLEY_SETTINGS"].metrics_cache_s)
 
     @app.after_request
     def _count(response):

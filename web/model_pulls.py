@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import re
-import time
 import uuid
 
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
 from models import ModelPull
+from models.statuses import TERMINAL
 from parley.llmstore import llm_dir
+from parley.timestamps import now_ms
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import enqueue, settings
 from workers.downloads import SourceError, resolve_source
@@ -48,7 +49,6 @@ def pull_or_404(job_id: str) -> ModelPull:
 @model_pulls_bp.post("/pull-model")
 def pull_model():
     from jobs import pull_model as pull_actor
-    from jobs.downloads import TERMINAL
 
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
@@ -70,9 +70,11 @@ def pull_model():
 
     name = source.file_name
     conn = current_app.extensions["parley_redis"]
+    # Two requests for one name at once must not both pass the checks below. redis-py's Lock releases only
+    # its own token: a request that outlived START_LOCK_S cannot free the next request's lock.
+    lock = conn.lock(_lock_key(name), timeout=START_LOCK_S, blocking=False)
     try:
-        # Two requests for one name at once must not both pass the checks below.
-        if not conn.set(_lock_key(name), "1", nx=True, ex=START_LOCK_S):
+        if not lock.acquire():
             raise ApiError(409, f"A pull of {name} is already being started.")
     except redis.RedisError as exc:
         raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
@@ -84,14 +86,14 @@ def pull_model():
         if running is not None:
             raise ApiError(409, f"A pull of {name} is already running (job {running.id}).")
         pull = ModelPull.create(id=str(uuid.uuid4()), source=text.strip(), model_name=name,
-                                expected_sha256=sha256, start_ms=int(time.time() * 1000),
+                                expected_sha256=sha256, start_ms=now_ms(),
                                 message=f"Queued download of {name}")
         enqueue(pull_actor, pull, cleanup=lambda: ModelPull.delete().where(ModelPull.id == pull.id).execute())
     finally:
         try:
-            conn.delete(_lock_key(name))
-        except redis.RedisError:
-            pass  # it expires on its own
+            lock.release()
+        except redis.RedisError:  # LockNotOwnedError included: it expired, and another request holds it now
+            pass
     return jsonify(jobId=pull.id, message=f"Download of {name} started. Check its status."), 202
 
 
@@ -105,9 +107,9 @@ def cancel_pull(job_id: str):
     from jobs.downloads import CANCELABLE
 
     pull = pull_or_404(job_id)
-    now_ms = int(time.time() * 1000)
+    ended_ms = now_ms()
     # A queued pull has no worker yet: it ends here, and its message will find it finished.
-    moved = (ModelPull.update(status="canceled", message=f"Download of {pull.model_name} canceled", end_ms=now_ms)
+    moved = (ModelPull.update(status="canceled", message=f"Download of {pull.model_name} canceled", end_ms=ended_ms)
              .where((ModelPull.id == pull.id) & (ModelPull.status == "queued")).execute()
              or ModelPull.update(status="canceling", message=f"Canceling download of {pull.model_name}")
              .where((ModelPull.id == pull.id) & ModelPull.status.in_(("parsing", "downloading"))).execute())

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from models.statuses import TERMINAL
 from web.openapi import (LOCAL_BASE_URL, array, boolean, error, header, integer, json_body, nullable, number,
                          obj, operation, path_param, ref, response, sse_events, string)
 
 TAG = "analysis"
 ANALYSIS_STATES = ["pending", "generating_strategy", "mapping", "reducing", "completed", "failed", "canceling",
                    "canceled"]  # models.AnalysisJob.status
-TERMINAL_STATES = ["completed", "failed", "canceled"]  # web.analysis.TERMINAL
+TERMINAL_STATES = list(TERMINAL)
 SUMMARY_STATES = ["pending", "processing", "completed", "failed"]  # models.AnalysisSummary.status
 MAX_SESSIONS = 50  # web.analysis.MAX_SESSIONS
 PROMPT_CHARS = (10, 5000)  # web.analysis.PROMPT_CHARS

@@ -38,6 +38,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from jobs.middleware import SPEECH_QUEUES, alive_workers, last_beats
 from parley import logs
+from parley.config import get_settings
 from parley.supervisor import read_states
 from web.errors import ApiError
 
@@ -112,7 +113,7 @@ def _web() -> Process:
     under_gunicorn = "gunicorn" in os.path.basename(sys.argv[0] if sys.argv else "")
     master = os.getppid() if under_gunicorn else os.getpid()
     started = _started_at(master)
-    bind = os.environ.get("PARLEY_BIND")
+    bind = get_settings().bind  # unset: the Procfile's default, read from the request below
     ports = []
     if bind and not bind.startswith("unix:"):
         host, port = _host_port(bind.split(",")[0].strip(), 8000)
@@ -120,7 +121,7 @@ def _web() -> Process:
     elif not bind and request.environ.get("SERVER_PORT", "").isdigit():
         port = int(request.environ["SERVER_PORT"])
         ports = [{"PrivatePort": port, "PublicPort": port, "Type": "tcp", "IP": request.environ.get("SERVER_NAME", "")}]
-    name = os.environ.get("PARLEY_PROCESS_NAME", "web")
+    name = get_settings().process_name or "web"
     return Process("parley-web", id=f"{socket.gethostname()}:{master}", image=f"parley-web:{_version()}",
                    state="running", status=f"Up {_duration(time.time() - started)}" if started else "Up",
                    ports=ports, log_names=[name],
@@ -129,7 +130,7 @@ def _web() -> Process:
 
 def expected_workers(procfile: Path | None = None) -> dict[str, list[str]]:
     """Worker name -> queues, for each Dramatiq line of the Procfile (PARLEY_PROCFILE, default ./Procfile)."""
-    path = procfile or Path(os.environ.get("PARLEY_PROCFILE", "Procfile"))
+    path = procfile or get_settings().procfile
     try:
         text = path.read_text()
     except OSError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import math
 import re
-import time
 
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
@@ -14,6 +13,7 @@ from jobs.middleware import alive_workers
 from models import Chat, Job, Paragraph, Session, db
 from parley import formats, search
 from parley.sessions import delete_session, live_paragraphs, refresh_token_count
+from parley.timestamps import now_ms
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import receive_audio, settings, start_transcription
 from web.uploads import safe_display_name
@@ -156,7 +156,7 @@ def upload_session():
     diarize = speakers >= 2
     if not part.filename:
         subtype = part.mimetype.split("/", 1)[1].replace("x-", "")
-        part.filename = f"upload_{int(time.time() * 1000)}.{subtype}"
+        part.filename = f"upload_{now_ms()}.{subtype}"
     upload = receive_audio("audioFile")  # bad files are a 400 before readiness is even asked
     try:
         readiness_gate(diarize)

@@ -187,7 +187,3 @@ def wait_until_finished(q: queue.Queue, finished: Callable[[], bool], *, timeout
     return finished()
 
 
-def sse_frame(event: dict | None) -> str:
-    if event is None:
-        return ": heartbeat\n\n"
-    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n"

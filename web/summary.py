@@ -1,11 +1,10 @@
 """The transcription service's summary and chat APIs, answered by the LLM worker."""
 from __future__ import annotations
 
-import os
-
 from flask import Blueprint, jsonify
 
 from models import LlmJob
+from models.statuses import TERMINAL
 from parley import llm_config
 from web import forms
 from web.errors import ApiError, bad_request, not_found
@@ -18,13 +17,11 @@ summary_bp = Blueprint("summary", __name__, url_prefix="/api")
 
 FORMATS = ("paragraph", "bullet_points", "key_points")
 ROLES = ("system", "user", "assistant")
-TERMINAL = ("completed", "failed", "canceled")
 
 
 def aliases() -> set[str]:
     """Model names of other products that mean "the model the operator configured" (PARLEY_LLM_ALIASES)."""
-    return {a.strip() for a in os.environ.get("PARLEY_LLM_ALIASES", "gpt-3.5-turbo,gpt-4,gpt-4o,default").split(",")
-            if a.strip()}
+    return {a.strip() for a in settings().llm_aliases.split(",") if a.strip()}
 
 
 def model_for(name) -> str:
@@ -141,7 +138,7 @@ def wait_for(job: LlmJob):
     q = hub().register(job.id)
     try:
         wait_until_finished(q, lambda: LlmJob.get_by_id(job.id).status in TERMINAL,
-                            timeout_s=float(os.environ.get("PARLEY_CHAT_WAIT_S", "120")))
+                            timeout_s=settings().chat_wait_s)
     finally:
         hub().unregister(job.id, q)
     return chat_result(job.id)

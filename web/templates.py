@@ -5,7 +5,7 @@ import peewee
 from flask import Blueprint, jsonify
 
 from models import Template, db
-from parley.templates import now_ms
+from parley.timestamps import now_ms
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, nonblank, numeric_id
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import dramatiq
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 from simple_websocket import ConnectionClosed
 
 from models import Job, Segment, Session, db
 from parley import events, formats, modelstore
 from parley.media import MediaError, probe
-from web import forms, sock
+from web import forms, sock, sse
 from web.errors import ApiError, bad_request, error_body, not_found
-from web.streams import job_events, sse_frame
+from web.streams import job_events
 from web.uploads import StoredUpload, claim
 
 transcribe_bp = Blueprint("transcribe", __name__, url_prefix="/api/transcribe")
@@ -256,10 +256,17 @@ def job_events_sse(job_id: str):
     job_or_404(job_id)
     last = _last_seq()
     stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s)
-    # Tell EventSource how soon to reconnect, then relay.
-    body = (frame for part in (["retry: 2000\n\n"], (sse_frame(spec_event(e)) for e in stream)) for frame in part)
-    return Response(stream_with_context(body), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    def frames():
+        yield sse.retry(2000)  # how soon EventSource reconnects
+        for event in stream:
+            if event is None:
+                yield sse.comment("heartbeat")
+            else:
+                event = spec_event(event)
+                yield sse.event(event, name=event["type"], id=event["seq"])
+
+    return sse.response(frames())
 
 
 @transcribe_bp.before_request

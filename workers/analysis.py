@@ -7,23 +7,24 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import types
 
 from models import AnalysisJob, AnalysisSummary, Session
+from models.statuses import TERMINAL
 from parley import events, llm_config, usage
 from parley.chat_context import head_and_tail
 from parley.config import Settings, get_settings
-from parley.sessions import now_ms, transcript_text
+from parley.errors import Canceled
+from parley.sessions import transcript_text
 from parley.templates import get_template_text
+from parley.timestamps import now_ms
 from workers import llm
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("completed", "failed", "canceled")
-MAP_OUTPUT_TOKENS = int(os.environ.get("PARLEY_ANALYSIS_MAP_TOKENS", "512"))  # longest answer per session
-REDUCE_OUTPUT_TOKENS = int(os.environ.get("PARLEY_ANALYSIS_REDUCE_TOKENS", "1024"))  # longest final answer
+MAP_OUTPUT_TOKENS = get_settings().analysis_map_tokens  # longest answer per session
+REDUCE_OUTPUT_TOKENS = get_settings().analysis_reduce_tokens  # longest final answer
 DEFAULT_MAP_PROMPT = ("You read one therapy or interview session transcript and answer a question about it. "
                       "Answer only from the transcript, concisely, citing speakers where it helps.")
 STRATEGY_SCHEMA = {"type": "object", "properties": {"intermediate_question": {"type": "string", "maxLength": 600},
@@ -33,10 +34,6 @@ STRATEGY_SCHEMA = {"type": "object", "properties": {"intermediate_question": {"t
 
 def channel_id(job_id: int) -> str:
     return f"analysis-{job_id}"
-
-
-class Canceled(Exception):
-    pass
 
 
 class Stream:
@@ -188,7 +185,7 @@ def _generate(job: AnalysisJob, engine, messages, *, max_tokens: int, phase: str
 
     stream("status", phase, status="thinking", **ids)
     reply = engine.chat(messages, _options(job, max_tokens), should_cancel=_should_stop(job.id), on_piece=on_piece)
-    if reply.cancelled:
+    if reply.canceled:
         raise Canceled()
     return reply
 

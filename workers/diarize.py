@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from parley.errors import Unavailable
+from parley.config import get_settings
 from workers.turns import SpeakerTurn
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ CLUSTER_THRESHOLD = 0.65
 # active speaker, so the step sets most of the cost. On the tuning recordings: 0.25 gave pooled DER 23.3% and
 # the right count on 6 of 9 files (threshold 0.65); 0.5 gave 25.2% and 4 of 9, at about half the time
 # (0.078 -> 0.041 x real time with one thread). Accuracy first: 0.25.
-WINDOW_SHIFT_RATIO = float(os.environ.get("PARLEY_DIARIZATION_WINDOW_SHIFT", "0.25"))
+WINDOW_SHIFT_RATIO = get_settings().diarization_window_shift
 
 # Turns shorter than this are dropped; pauses shorter than MIN_DURATION_OFF inside one speaker's
 # speech are bridged (sherpa-onnx's post-processing, in seconds). On the real-speech tune split 0.2/0.3
@@ -72,12 +74,9 @@ MIN_VOICE_S = 0.5
 # call score 0.47.
 SAME_VOICE_SIMILARITY = 0.5
 
-THREADS_ENV = "PARLEY_DIARIZATION_THREADS"
-DEVICE_ENV = "PARLEY_DIARIZATION_DEVICE"
-PYANNOTE_ENV = "PARLEY_PYANNOTE_MODEL"  # optional: a local pyannote.audio pipeline instead of sherpa-onnx  # auto (the GPU when one is visible), cpu or cuda
 
 
-class DiarizationUnavailable(RuntimeError):
+class DiarizationUnavailable(Unavailable):
     """The diarization models are not in the model store."""
 
 
@@ -107,13 +106,13 @@ _engines_lock = threading.Lock()
 def _threads() -> int:
     # Diarization runs between two chunks' recognition, never beside it, so it may take the cores the speech
     # engine uses (measured: 0.078 -> 0.051 x real time with 2 threads instead of 1 on this 2-core box).
-    return max(1, int(os.environ.get(THREADS_ENV) or min(2, os.cpu_count() or 1)))
+    return max(1, get_settings().diarization_threads or min(2, os.cpu_count() or 1))
 
 
 def _provider() -> str:
     """onnxruntime provider: CUDA where a GPU is visible. PyPI's sherpa-onnx wheel is CPU-only and falls back
     to the CPU with a warning; GPU hosts install sherpa-onnx's CUDA build (see the README)."""
-    device = os.environ.get(DEVICE_ENV, "auto")
+    device = get_settings().diarization_device
     if device == "auto":
         import ctranslate2
 
@@ -200,7 +199,7 @@ def diarize(audio: np.ndarray, *, model_dir: Path, num_speakers: int | None = No
         raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
     if len(audio) < SAMPLE_RATE // 2 or not np.any(audio):
         return Diarization([], {}, {})
-    found = _pyannote_turns(audio, num_speakers) if os.environ.get(PYANNOTE_ENV) else None
+    found = _pyannote_turns(audio, num_speakers) if get_settings().pyannote_model else None
     if found is None:
         result = _pipeline(model_dir, num_speakers, threshold).process(audio).sort_by_start_time()
         found = [(seg.start, seg.end, seg.speaker) for seg in result]
@@ -238,7 +237,7 @@ def _pyannote_turns(audio: np.ndarray, num_speakers: int | None) -> list[tuple[f
     try:
         with _engines_lock:
             if _pyannote_pipeline is None:
-                path = Path(os.environ[PYANNOTE_ENV])
+                path = Path(get_settings().pyannote_model)
                 config = path / "config.yaml"
                 _pyannote_pipeline = Pipeline.from_pretrained(str(config if config.is_file() else path))
                 if torch.cuda.is_available():

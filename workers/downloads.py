@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from parley.config import get_settings
+from parley.errors import Canceled, InvalidInput, ParleyError
 from parley.llmstore import GGUF_MAGIC, is_gguf
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
@@ -31,7 +33,7 @@ _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _CONTENT_RANGE = re.compile(r"^bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)$")
 
 
-class DownloadError(Exception):
+class DownloadError(ParleyError):
     """The download did not finish: a network error or an HTTP error status. A `.part` may remain to resume.
 
     `retryable` is False where trying again cannot help (the server said the file is not there or not
@@ -43,7 +45,7 @@ class DownloadError(Exception):
         self.retryable = retryable
 
 
-class DownloadCanceled(DownloadError):
+class DownloadCanceled(DownloadError, Canceled):
     """`should_cancel` answered True; the `.part` is deleted."""
 
 
@@ -51,7 +53,7 @@ class VerificationFailed(DownloadError):
     """All bytes arrived but they are not the model asked for (not GGUF, wrong sha256); the `.part` is deleted."""
 
 
-class SourceError(ValueError):
+class SourceError(InvalidInput):
     """What the user gave as a model source is not one we can download; the message says why."""
 
 
@@ -65,8 +67,7 @@ class Source:
 
 
 def hf_endpoint() -> str:
-    # Read at call time, not import time, so a test (or a mirror) can point HF_ENDPOINT elsewhere.
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_HF_ENDPOINT).rstrip("/")
+    return (get_settings().hf_endpoint or DEFAULT_HF_ENDPOINT).rstrip("/")
 
 
 def safe_file_name(segment: str) -> str:
@@ -134,7 +135,7 @@ def hub_auth(url: str) -> dict | None:
 
     requests drops the header when the hub redirects to its CDN on another host.
     """
-    token = os.environ.get("HF_TOKEN", "").strip()
+    token = get_settings().hf_token.strip()
     if token and urlsplit(url).hostname == urlsplit(hf_endpoint()).hostname:
         return {"Authorization": f"Bearer {token}"}
     return None

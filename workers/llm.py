@@ -8,26 +8,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import requests
 
-from parley import llmstore
-from parley.logs import register_secret
+from parley import errors, llmstore
+from parley.config import Settings, get_settings
+from parley.errors import ParleyError
 from parley.llm_config import default_context_cap
-from parley.config import Settings
+from parley.logs import register_secret
 
 log = logging.getLogger(__name__)
 
 
-class LlmError(Exception):
+class LlmError(ParleyError):
     """The model cannot be loaded or reached, or it failed while generating."""
 
 
-class Cancelled(LlmError):
+class Canceled(LlmError, errors.Canceled):
     """Generation was stopped on request; what was produced so far is in the Reply."""
 
 
@@ -58,7 +58,7 @@ class Reply:
     completion_tokens: int | None = None
     thinking_tokens: int | None = None
     duration_ms: int = 0
-    cancelled: bool = False
+    canceled: bool = False
 
     @property
     def stored_text(self) -> str:
@@ -109,7 +109,7 @@ def _run(stream: Iterator[str], should_cancel: Callable[[], bool], on_piece: Cal
         for piece in splitter.feed(text):
             _take(reply, piece, on_piece)
         if should_cancel():
-            reply.cancelled = True
+            reply.canceled = True
             break
     for piece in splitter.flush():
         _take(reply, piece, on_piece)
@@ -138,7 +138,7 @@ class LocalEngine:
         self.llama = Llama(
             model_path=str(info.path), n_ctx=self.context_size,
             n_gpu_layers=-1 if num_gpu_layers is None else num_gpu_layers,
-            n_threads=int(os.environ.get("PARLEY_LLM_THREADS", "0")) or None,
+            n_threads=settings.llm_threads or None,
             chat_format=chat_format(info), verbose=False, seed=42,
         )
         log.info("loaded %s (context %s) in %.1fs", info.name, self.context_size, time.monotonic() - started)
@@ -181,7 +181,7 @@ class LocalEngine:
 
 def chat_format(info: llmstore.GgufInfo) -> str | None:
     """The prompt format: the GGUF's own template when it has one, else one that fits its family."""
-    forced = os.environ.get("PARLEY_LLM_CHAT_FORMAT")
+    forced = get_settings().llm_chat_format
     if forced:
         return forced
     if llmstore.header_values(info.path, {"tokenizer.chat_template"}):

@@ -4,15 +4,15 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import time
 
 from models import Chat, LlmJob, Message, db
+from models.statuses import TERMINAL
 from parley import events, llm_config, search, usage
 from parley.chat_context import assemble
 from parley.config import Settings, get_settings
 from parley.redisconn import client
-from parley.sessions import now_ms
+from parley.timestamps import now_ms
 from workers import llm
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def _finish(job: LlmJob, publish: Publisher, status: str, *, result=None, error:
 def run(job_id: str, *, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     job = LlmJob.get_or_none(LlmJob.id == job_id)
-    if job is None or job.status in ("completed", "failed", "canceled"):
+    if job is None or job.status in TERMINAL:
         return
     publish = Publisher(job.id)
     LlmJob.update(status="processing", updated_at=time.time()).where(LlmJob.id == job.id).execute()
@@ -55,7 +55,7 @@ def run(job_id: str, *, settings: Settings | None = None) -> None:
             "load_model": _load_model, "unload_model": _unload_model}[job.kind]
     try:
         task(job, settings, publish)
-    except llm.Cancelled as exc:
+    except llm.Canceled as exc:
         _finish(job, publish, "canceled", error=str(exc))
     except llm.LlmError as exc:
         publish("error", error=str(exc))
@@ -69,7 +69,7 @@ def run(job_id: str, *, settings: Settings | None = None) -> None:
 def give_up(job_id: str, reason: str) -> None:
     """Fail a job whose message kept killing its worker (jobs/crashes.py); nothing if it is finished."""
     job = LlmJob.get_or_none(LlmJob.id == job_id)
-    if job is None or job.status in ("completed", "failed", "canceled"):
+    if job is None or job.status in TERMINAL:
         return
     publish = Publisher(job.id)
     error = f"the language model {reason}"
@@ -87,12 +87,11 @@ def _cancel_check(job_id: str):
 # token cap, holding the only LLM worker for a minute. The chat format's own end of turn still applies.
 TURN_STARTS = ("\nUSER:", "\nUser:", "\nuser:", "\nASSISTANT:", "\nAssistant:", "\nAI:", "\nHuman:",
                "\nSYSTEM:", "\nSPEAKER_", "<end_of_turn>", "<start_of_turn>", "<|im_end|>", "<|im_start|>")
-DEFAULT_CHAT_MAX_TOKENS = 512
 
 
 def chat_max_tokens() -> int:
-    """PARLEY_CHAT_MAX_TOKENS, default 512: the cap on a reply in the sessions chat (about 380 words)."""
-    return int(os.environ.get("PARLEY_CHAT_MAX_TOKENS", DEFAULT_CHAT_MAX_TOKENS))
+    """The cap on a reply in the sessions chat (PARLEY_CHAT_MAX_TOKENS; 512 is about 380 words)."""
+    return get_settings().chat_max_tokens
 
 
 def _options(row, **overrides) -> llm.Options:
@@ -130,18 +129,18 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
                 chat=chat.id, sender="ai", text=reply.stored_text, timestamp_ms=now_ms(),
                 prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                 thinking_tokens=reply.thinking_tokens, duration_ms=reply.duration_ms,
-                is_truncated=assembled.is_truncated, status="cancelled" if reply.cancelled else "complete")
+                is_truncated=assembled.is_truncated, status="cancelled" if reply.canceled else "complete")
         usage.record_llm(source=job.params.get("source", "session_chat"), model=row.active_model,
                          prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                          duration_ms=reply.duration_ms)
     if message is not None:
         search.request_index_chat(chat.id)  # the AI's message, committed
-    if empty and not reply.cancelled:
+    if empty and not reply.canceled:
         publish("error", error=EMPTY_REPLY)
     publish("done", promptTokens=reply.prompt_tokens, completionTokens=reply.completion_tokens if not empty else 0,
             thinkingTokens=reply.thinking_tokens, duration=reply.duration_ms, isTruncated=assembled.is_truncated,
-            cancelled=reply.cancelled, messageId=message.id if message else None)
-    _finish(job, publish, "canceled" if reply.cancelled else "completed",
+            cancelled=reply.canceled, messageId=message.id if message else None)
+    _finish(job, publish, "canceled" if reply.canceled else "completed",
             result={"message_id": message.id if message else None})
 
 
@@ -201,8 +200,8 @@ def _summary(job: LlmJob, settings: Settings, publish: Publisher) -> None:
         reply = engine.chat([{"role": "system", "content": "You summarise conversation transcripts accurately."},
                              {"role": "user", "content": f'{instruction}\n\n"""\n{body}\n"""'}], options,
                             should_cancel=cancel)
-        if reply.cancelled:
-            raise llm.Cancelled("the summary was canceled")
+        if reply.canceled:
+            raise llm.Canceled("the summary was canceled")
         prompt_total += reply.prompt_tokens or 0
         completion_total += reply.completion_tokens or 0
         return reply.content.strip()

@@ -12,6 +12,7 @@ import peewee
 from models import Job, Paragraph, Segment, Session, db
 from parley import events, modelstore, search, sessions, usage
 from parley.config import Settings, get_settings
+from parley.errors import Canceled, ParleyError
 from parley.media import MediaError
 from workers import asr, diarize, turns
 from workers.audio import SAMPLE_RATE, decode, plan_chunks
@@ -25,15 +26,15 @@ ASR_SHARE = 90.0
 STATUS_TICK_S = 1.0  # at most one progress event a second between segments
 
 
-class JobFailed(Exception):
+class JobFailed(ParleyError):
     """The job is marked failed and retrying would not help; the queue must not redeliver it."""
 
 
-class Stopped(Exception):
+class Stopped(Canceled):
     """The job was canceled (e.g. by a transcription reset) while it ran; the worker just lets it go."""
 
 
-class CannotProcess(Exception):
+class CannotProcess(ParleyError):
     """This job can never succeed here (e.g. speakers asked for where diarization is off); fail it now."""
 
 

@@ -178,8 +178,7 @@ def main() -> int:
     print(host_line())
     from parley import llmstore
     from parley.config import get_settings
-    import dataclasses
-    llmstore.pull_offline(dataclasses.replace(get_settings(), model_dir=MODEL_DIR), "gemma-3-270m")
+    llmstore.pull_offline(get_settings().model_copy(update=dict(model_dir=MODEL_DIR)), "gemma-3-270m")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-llm-"))
     crash_guard = decode_crashes(sys.executable)

@@ -530,7 +530,7 @@ def main() -> int:
     threads = settings.cpu_threads or min(4, os.cpu_count() or 1)
     print(f"{len(recs)} recordings ({sum(r.duration for r in recs) / 60:.1f} min); models {', '.join(models)}; "
           f"speaker figures on {speaker_model} segments; int8, {threads} threads, beam {settings.beam_size}, "
-          f"chunks of {settings.chunk_seconds:g} s; diarization threads {os.environ.get(diarize.THREADS_ENV, '1')}; "
+          f"chunks of {settings.chunk_seconds:g} s; diarization threads {settings.diarization_threads or 'auto'}; "
           f"previous engine: {'off' if args.no_baseline else args.baseline_ref}")
     audio = {r.name: decode(r.wav) for r in recs}
     multi = [r for r in recs if r.kind == "multi"]
