@@ -52,7 +52,7 @@ def pull_model(pull_id: str) -> None:
 
 
 def run_pull(pull_id: str, *, settings: Settings | None = None) -> None:
-    from parley.llmstore import llm_dir
+    from services.llmstore import llm_dir
 
     settings = settings or get_settings()
     pull = ModelPull.get_or_none(ModelPull.id == pull_id)
@@ -93,7 +93,7 @@ def _move(pull: ModelPull, status: str, *, expect: tuple[str, ...], **fields) ->
 
 
 def _run(pull: ModelPull, dest: Path) -> None:
-    from parley.llmstore import is_gguf
+    from services.llmstore import is_gguf
     from workers.downloads import (DownloadCanceled, DownloadError, SourceError, VerificationFailed, download,
                                    hub_auth, part_path, resolve_source)
 
@@ -210,7 +210,7 @@ def _finish_canceled(pull: ModelPull, part: Path) -> None:
 
 def give_up(pull_id: str, reason: str) -> None:
     """Fail a pull whose message kept killing its worker (jobs/crashes.py); its .part stays for a new pull."""
-    from parley.llmstore import llm_dir
+    from services.llmstore import llm_dir
 
     pull = ModelPull.get_or_none(ModelPull.id == pull_id)
     if pull is not None and pull.status not in TERMINAL:

@@ -134,7 +134,7 @@ def _claim(found: Requeued, cutoff: float) -> bool:
 def _announce(found: Requeued) -> None:
     """Tell watchers: a status event in a speech job's log and stream, the message on a pull's row."""
     from models import Job, ModelPull
-    from parley import events
+    from services import events
 
     if found.kind in ("transcribe", "retranscribe"):
         job = Job.get_by_id(found.job_id)

@@ -4,7 +4,7 @@ Frozen: no imports from the live models. `search_document` holds what a result s
 the full-text part depends on the database:
 
 - SQLite: an FTS5 table `search_fts(text, meta)` (porter stemming over unicode61) whose rowid is the
-  document's id, kept in step by parley.search_db;
+  document's id, kept in step by services.search_db;
 - PostgreSQL: a generated, weighted tsvector column `tsv` on `search_document` (text A, meta B) with a GIN
   index.
 """

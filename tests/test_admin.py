@@ -32,7 +32,7 @@ def row(model, **values) -> dict:
 def seed_members(audio: bytes, *, audio_name: str = "0123456789abcdef.mp3") -> dict[str, object]:
     """A small valid backup: one session with audio and a transcript, a chat, a template and an analysis."""
     from models import AnalysisJob, AnalysisSummary, Chat, Message, Paragraph, Session, Template
-    from parley import backup
+    from services import backup
 
     tables = {t.member: [] for t in backup.TABLES}
     tables["sessions.json"] = [row(Session, id=7, file_name="seed.mp3", client_name="Ada Lovelace",
@@ -160,7 +160,7 @@ def test_export_import_round_trip(tmp_path, redis_server, models_ready):
         assert before["audio"] == short.read_bytes() and len(before["session"]["chats"]) == 2
 
         # A snapshot keeps the audio of its sessions even when one is deleted before it is streamed.
-        from parley import backup
+        from services import backup
 
         snapshot = backup.take_snapshot(a.data_dir / "audio", a.data_dir / "tmp")
         answer = a.get("/api/admin/export-data", stream=True, timeout=120)

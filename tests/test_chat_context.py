@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from parley.chat_context import assemble, head_and_tail
+from services.chat_context import assemble, head_and_tail
 
 
 def words(text: str) -> int:
@@ -13,7 +13,7 @@ def words(text: str) -> int:
 @pytest.fixture()
 def db(tmp_path):
     from models import db as database, migrate
-    from parley.templates import ensure_system_templates
+    from services.templates import ensure_system_templates
 
     migrate(f"sqlite:///{tmp_path / 'p.db'}")
     with database.connection_context():
@@ -44,7 +44,7 @@ def test_head_and_tail_keeps_both_ends():
 
 
 def test_session_chat_prompt(db):
-    from parley.templates import get_template_text
+    from services.templates import get_template_text
 
     chat = make_session_chat(4)
     built = assemble(chat, count=words, context_size=10_000)

@@ -183,7 +183,7 @@ def test_llm_and_chat_answers_match_their_schemas(tmp_path, monkeypatch):
 
 def test_chats_and_summary_document_match_the_handlers():
     from models import Message
-    from parley import chat_context, llm_config
+    from services import chat_context, llm_config
     from web import chats, openapi, summary
 
     assert openapi.CHAT_MESSAGE_MAX == chats.MAX_MESSAGE_CHARS

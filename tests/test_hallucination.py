@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from helpers import real_recordings, wer
-from parley import modelstore
+from services import modelstore
 from parley.config import get_settings
 from workers import asr
 

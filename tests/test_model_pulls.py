@@ -168,7 +168,7 @@ def store(stack: Stack) -> Path:
 
 
 def listed(stack: Stack) -> list[str]:
-    from parley import llmstore
+    from services import llmstore
     from parley.config import get_settings
 
     settings = get_settings().model_copy(update=dict(model_dir=Path(stack.env["PARLEY_MODEL_DIR"])))

@@ -51,7 +51,7 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
 
 
 def test_event_numbers_are_contiguous_per_job(schema):
-    from parley import events
+    from services import events
 
     first, second = make_job(), make_job()
     seqs = [events.record(first.id, "status", {"n": i})["seq"] for i in range(5)]
@@ -64,7 +64,7 @@ def test_event_numbers_are_contiguous_per_job(schema):
 
 def test_deleting_a_session_cascades(schema):
     from models import Chat, Job, JobEvent, Message, Paragraph, Segment, Session
-    from parley import events
+    from services import events
 
     job = make_job()
     Segment.create(job=job, idx=0, chunk_index=0, start=0, end=1, text="hi", words=[{"word": "hi"}])

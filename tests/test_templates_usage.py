@@ -1,6 +1,6 @@
 """Templates and usage through the real web tier (contract §1.8, §8.8, §8.10).
 
-Usage rows are written with parley.usage.record_* straight into the stack's database, at known times, then
+Usage rows are written with services.usage.record_* straight into the stack's database, at known times, then
 read back through HTTP. The rows sit 30 weeks in the past under model and source names of their own, so rows
 other tests make now do not disturb the checks.
 """
@@ -56,7 +56,7 @@ def assert_error(response, status):
 
 # --- templates ------------------------------------------------------------------------------------
 def test_system_templates_exist_after_start(stack):
-    from parley.templates import SYSTEM_TEMPLATES
+    from services.templates import SYSTEM_TEMPLATES
 
     assert set(SYSTEM_TEMPLATES) == SYSTEM_TITLES
     answer = stack.get("/api/templates")
@@ -76,7 +76,7 @@ def test_system_templates_exist_after_start(stack):
 
 
 def test_system_prompts_say_what_they_must():
-    from parley.templates import SYSTEM_TEMPLATES
+    from services.templates import SYSTEM_TEMPLATES
 
     strategist = SYSTEM_TEMPLATES["system_analysis_strategist"]
     assert "intermediate_question" in strategist and "final_synthesis_instructions" in strategist
@@ -182,7 +182,7 @@ def test_unknown_template_ids_are_404(stack):
 
 def test_ensure_system_templates_is_idempotent_and_race_safe(tmp_path):
     from models import Template, db, migrate
-    from parley.templates import SYSTEM_TEMPLATES, ensure_system_templates, get_template_text
+    from services.templates import SYSTEM_TEMPLATES, ensure_system_templates, get_template_text
 
     migrate(f"sqlite:///{tmp_path / 'templates.db'}")
     results, errors = [], []
@@ -225,7 +225,7 @@ def test_ensure_system_templates_is_idempotent_and_race_safe(tmp_path):
 def usage_rows(stack):
     """Rows in three consecutive weeks, 31..29 weeks ago, with the stats just before they were written."""
     from models import UsageLog
-    from parley import usage
+    from services import usage
 
     bind(stack.env["DATABASE_URL"])
     stats_before = stack.get("/api/usage/stats").json()
@@ -259,7 +259,7 @@ def usage_rows(stack):
 
 def test_record_functions_write_usage_rows(stack, usage_rows):
     from models import UsageLog
-    from parley import usage
+    from services import usage
 
     bind(stack.env["DATABASE_URL"])
     llm = UsageLog.get_by_id(usage_rows["rows"][1].id)
@@ -439,7 +439,7 @@ PRICES = {
 
 
 def test_configured_prices_give_costs(tmp_path, redis_server):
-    from parley import usage
+    from services import usage
 
     with running_stack(tmp_path, redis_server, PARLEY_PRICING_JSON=json.dumps(PRICES)) as priced:
         bind(priced.env["DATABASE_URL"])
@@ -478,14 +478,14 @@ def test_configured_prices_give_costs(tmp_path, redis_server):
     '{"whisper": {"m": {"costPerMinute": "free"}}}', '{"whisper": {"m": {"costPerMinute": true}}}',
 ])
 def test_bad_price_lists_are_refused(raw):
-    from parley.usage import PricingError, parse_pricing
+    from services.usage import PricingError, parse_pricing
 
     with pytest.raises(PricingError):
         parse_pricing(raw)
 
 
 def test_default_price_list_is_free():
-    from parley.usage import llm_cost, parse_pricing, whisper_cost
+    from services.usage import llm_cost, parse_pricing, whisper_cost
 
     for raw in (None, "", "  "):
         prices = parse_pricing(raw)

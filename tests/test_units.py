@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from parley import formats, modelstore
+from parley import formats
+from services import modelstore
 from parley.languages import WHISPER_LANGUAGES
 
 SEGMENTS = [
@@ -92,7 +93,7 @@ def test_gguf_header_values_match_llama_cpps_own_reader(llm_ready, tmp_path):
     """Our skip-what-is-not-asked reader against gguf.GGUFReader (which parses everything) on a real model."""
     from gguf import GGUFReader
 
-    from parley import llmstore
+    from services import llmstore
 
     reader = GGUFReader(str(llm_ready))
     # GGUF.* are the reader's own entries for the file header, not metadata.

@@ -83,5 +83,5 @@ def test_missing_alignment_model_means_fall_back(stand_in):
 
 
 def tmp_model_path(settings):
-    from parley import modelstore
+    from services import modelstore
     return modelstore.model_path(settings.model_dir, "tiny.en")

@@ -16,10 +16,10 @@ sock = Sock()
 
 def create_app(settings: Settings | None = None) -> Flask:
     from models import db, migrate
-    from parley import llm_config
+    from services import llm_config
     from parley.logs import configure_logging
     from parley.redisconn import client as redis_client
-    from parley.templates import ensure_system_templates
+    from services.templates import ensure_system_templates
     from web.admin import admin_bp
     from web.auth import install_access_control
     from web.analysis import analysis_bp

@@ -10,8 +10,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from models import ModelPull
-from parley import backup, search
-from parley.templates import ensure_system_templates
+from services import backup, search
+from services.templates import ensure_system_templates
 from web.errors import ApiError, bad_request
 from web.transcribe import settings
 

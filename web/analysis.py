@@ -8,9 +8,9 @@ from flask import Blueprint, Response, jsonify
 
 from models import AnalysisJob, AnalysisSummary, LlmSettings, Session, db
 from models.statuses import TERMINAL
-from parley import llm_config, llmstore
+from services import llm_config, llmstore
 from parley.timestamps import now_ms
-from parley.tokens import count_tokens, active_model_path
+from services.tokens import count_tokens, active_model_path
 from web import forms, sse
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, numeric_id

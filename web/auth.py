@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect,
 from flask_limiter import Limiter, RequestLimit
 from limits import parse_many
 
-from parley import api_tokens
+from services import api_tokens
 from parley.config import get_settings
 from web.errors import error_body
 

@@ -10,11 +10,11 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from models import Chat, LlmJob, Message, db
 from models.statuses import TERMINAL
-from parley import llm_config, llmstore, search
-from parley.chat_context import RESERVED_OUTPUT_TOKENS
-from parley.templates import get_template_text
+from services import llm_config, llmstore, search
+from services.chat_context import RESERVED_OUTPUT_TOKENS
+from services.templates import get_template_text
 from parley.timestamps import now_ms
-from parley.tokens import active_model_path, count_tokens
+from services.tokens import active_model_path, count_tokens
 from web import forms, sse
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, numeric_id, session_or_404

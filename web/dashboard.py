@@ -12,7 +12,7 @@ from jobs import queues
 from jobs.middleware import alive_workers
 from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Segment, Session, db
 from models.statuses import TERMINAL
-from parley import events
+from services import events
 from web import sse
 from web.errors import ApiError, not_found
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from parley import modelstore
+from services import modelstore
 from parley.config import Settings
 from parley.languages import WHISPER_LANGUAGES
 from web.errors import bad_request

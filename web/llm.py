@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from jobs.middleware import alive_workers
 from models import LlmJob, db
-from parley import llm_config, llmstore
+from services import llm_config, llmstore
 from web import forms
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body

@@ -55,7 +55,7 @@ def _multiprocess() -> bool:
 def install_metrics(app: Flask) -> None:
     """Count every response by the template of the route it matched, and offer the store's figures."""
     from jobs.broker import QUEUES
-    from parley.metrics import StoreCollector
+    from services.metrics import StoreCollector
 
     if MULTIPROC_DIR and not _multiprocess():
         log.warning("PROMETHEUS_MULTIPROC_DIR is set but prometheus_client was imported before it was: "

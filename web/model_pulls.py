@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from models import ModelPull
 from models.statuses import TERMINAL
-from parley.llmstore import llm_dir
+from services.llmstore import llm_dir
 from parley.timestamps import now_ms
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import enqueue, settings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-from parley.llm_config import LOCAL_BASE_URL, REMOTE_URL_PATTERN
+from services.llm_config import LOCAL_BASE_URL, REMOTE_URL_PATTERN
 
 OPENAPI_VERSION = "3.0.3"
 JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]
@@ -705,7 +705,7 @@ MESSAGE_STATES = ["complete", "cancelled", "failed"]  # models.Message.status
 CHAT_MESSAGE_MAX = 10_000  # web.chats.MAX_MESSAGE_CHARS
 CHAT_NAME_MAX = 200  # web.chats.MAX_NAME_CHARS
 CHAT_TAGS_MAX, CHAT_TAG_MAX = 10, 50  # web.chats.MAX_TAGS, MAX_TAG_CHARS
-RESERVED_OUTPUT_TOKENS = 512  # parley.chat_context.RESERVED_OUTPUT_TOKENS
+RESERVED_OUTPUT_TOKENS = 512  # services.chat_context.RESERVED_OUTPUT_TOKENS
 SUMMARY_FORMATS = ["paragraph", "bullet_points", "key_points"]  # web.summary.FORMATS
 CHAT_ROLES = ["system", "user", "assistant"]  # web.summary.ROLES
 # The frames of the chat reply stream, by the one key each carries (web.chats.stream_reply).

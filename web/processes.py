@@ -257,7 +257,7 @@ def _database(database_url: str) -> Process:
 
 
 def _search(database_url: str) -> Process:
-    from parley import search
+    from services import search
 
     name = "parley-search"
     try:

@@ -6,7 +6,7 @@ import uuid
 from flask import Blueprint, jsonify, request
 
 from models import Job, db
-from parley import events, modelstore
+from services import events, modelstore
 from web import forms
 from web.errors import ApiError, bad_request, not_found
 from web.streams import wait_until_finished

@@ -5,7 +5,7 @@ import logging
 
 from flask import Blueprint, jsonify, request
 
-from parley import search
+from services import search
 from web import forms
 from web.errors import ApiError, bad_request
 

@@ -11,8 +11,9 @@ from werkzeug.http import parse_range_header
 
 from jobs.middleware import alive_workers
 from models import Chat, Job, Paragraph, Session, db
-from parley import formats, search
-from parley.sessions import delete_session, live_paragraphs, refresh_token_count
+from parley import formats
+from services import search
+from services.sessions import delete_session, live_paragraphs, refresh_token_count
 from parley.timestamps import now_ms
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import receive_audio, settings, start_transcription

@@ -19,7 +19,7 @@ import peewee
 import redis
 
 from models import db
-from parley import events
+from services import events
 from parley.redisconn import client
 
 log = logging.getLogger(__name__)

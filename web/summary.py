@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from models import LlmJob
 from models.statuses import TERMINAL
-from parley import llm_config
+from services import llm_config
 from web import forms
 from web.errors import ApiError, bad_request, not_found
 from web.llm import queue_llm_job
@@ -96,7 +96,7 @@ def summary_result(job_id: str):
 # --- chat -----------------------------------------------------------------------------------------
 @summary_bp.get("/chat/models")
 def chat_models():
-    from parley import llmstore
+    from services import llmstore
 
     row = llm_config.current()
     active = row.active_model

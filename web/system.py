@@ -13,7 +13,7 @@ from flask import Blueprint, current_app, jsonify
 
 from jobs.middleware import alive_workers
 from models import AnalysisJob, Job, Session, db
-from parley import events
+from services import events
 
 system_bp = Blueprint("system", __name__, url_prefix="/api")
 
@@ -43,7 +43,7 @@ def _workers() -> list[dict] | None:
 
 def _search_ok() -> bool:
     try:
-        from parley import search
+        from services import search
         return search.healthy()
     except Exception:  # noqa: BLE001
         return False

@@ -13,8 +13,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from simple_websocket import ConnectionClosed
 
 from models import Job, Segment, Session, db
-from parley import events, formats, modelstore
-from parley.media import MediaError, probe
+from parley import formats
+from services import events, modelstore
+from services.media import MediaError, probe
 from web import forms, sock, sse
 from web.errors import ApiError, bad_request, error_body, not_found
 from web.streams import job_events

@@ -5,7 +5,7 @@ import re
 
 from flask import Blueprint, jsonify, request
 
-from parley import usage
+from services import usage
 from web.errors import bad_request
 
 usage_bp = Blueprint("usage", __name__, url_prefix="/api/usage")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from parley import modelstore
+from services import modelstore
 from parley.config import Settings
 from workers.turns import SENTENCE_END
 

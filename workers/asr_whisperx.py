@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from parley import modelstore
+from services import modelstore
 from parley.config import Settings
 from workers.asr import Recognition, RecognisedSegment, Word, batch_size, device_and_compute
 

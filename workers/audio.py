@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parley.media import MediaError
+from services.media import MediaError
 
 SAMPLE_RATE = 16_000
 

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from parley.config import get_settings
 from parley.errors import Canceled, InvalidInput, ParleyError
-from parley.llmstore import GGUF_MAGIC, is_gguf
+from services.llmstore import GGUF_MAGIC, is_gguf
 
 DEFAULT_HF_ENDPOINT = "https://huggingface.co"
 PROGRESS_INTERVAL_S = 0.25  # on_progress is called at most this often (plus once at the end)

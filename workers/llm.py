@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator
 
 import requests
 
-from parley import errors, llmstore
+from parley import errors
+from services import llmstore
 from parley.config import Settings, get_settings
 from parley.errors import ParleyError
-from parley.llm_config import default_context_cap
+from services.llm_config import default_context_cap
 from parley.logs import register_secret
 
 log = logging.getLogger(__name__)

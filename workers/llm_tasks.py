@@ -8,8 +8,8 @@ import time
 
 from models import Chat, LlmJob, Message, db
 from models.statuses import TERMINAL
-from parley import events, llm_config, search, usage
-from parley.chat_context import assemble
+from services import events, llm_config, search, usage
+from services.chat_context import assemble
 from parley.config import Settings, get_settings
 from parley.redisconn import client
 from parley.timestamps import now_ms
@@ -156,7 +156,7 @@ def _completion(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     tokens = engine.count_tokens(transcript)
     truncated = tokens > budget // 2
     if truncated:
-        from parley.chat_context import head_and_tail
+        from services.chat_context import head_and_tail
         transcript = head_and_tail(transcript, tokens=tokens, budget=budget // 2)
     messages = [{"role": "system", "content": system + f'TRANSCRIPT:\n"""\n{transcript}\n"""'}, *params["messages"]]
     options = llm.Options(max_tokens=params.get("max_tokens", 500), temperature=params.get("temperature", 0.7),

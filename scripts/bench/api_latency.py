@@ -92,7 +92,7 @@ def cpu_seconds(pids: list[int]) -> float:
 def seed(database_url: str, *, sessions: int, jobs: int, rng: random.Random) -> list[str]:
     """Insert `sessions` sessions and `jobs` jobs (on the newest sessions); returns the job ids."""
     from models import Job, Session, db, init_db
-    from parley import events
+    from services import events
 
     init_db(database_url)
     names = ["Alex", "Sam", "Jordan", "Robin", "Kim", "Charlie", "Morgan", "Taylor"]

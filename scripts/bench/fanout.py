@@ -8,7 +8,7 @@ creates one session and its job by inserting rows with peewee (no worker runs). 
    /api/transcribe/live/<job> (WebSocket); a client counts as connected once it received the job's first
    event (the server registers a stream before it reads the log, so from then on nothing is missed);
 2. this script publishes `--events` segment events at `--rate` per second exactly as a worker does:
-   parley.events.record() into the job's log, then parley.events.publish() on the job's Redis channel.
+   services.events.record() into the job's log, then services.events.publish() on the job's Redis channel.
    Each payload carries `bench_created` (perf_counter just before record()); then a terminal status
    event (events.emit_status) ends every stream;
 3. every client must receive sequence numbers 1..N with none missing, repeated or out of order.
@@ -145,7 +145,7 @@ async def run_client(port: int, job_id: str, c: Client) -> None:
 # --- the job and its events ----------------------------------------------------------------------------
 def create_job() -> str:
     from models import Job, Session, db
-    from parley import events
+    from services import events
 
     with db.connection_context(), db.atomic():
         session = Session.create(file_name="fanout.mp3", session_name="fanout", date="2025-01-01T12:00:00.000Z",
@@ -160,7 +160,7 @@ def create_job() -> str:
 def publish_events(job_id: str, *, count: int, rate: float) -> None:
     """What a worker does per segment: log the event, then publish it; then the terminal status."""
     from models import Job, db
-    from parley import events
+    from services import events
 
     with db.connection_context():
         start = time.perf_counter()
@@ -254,7 +254,7 @@ def main() -> int:
                                 PARLEY_RATE_LIMIT="1000000 per minute")
         try:
             stack.start_web()
-            # parley.events publishes with this process's settings: point them at the stack.
+            # services.events publishes with this process's settings: point them at the stack.
             os.environ.update(REDIS_URL=stack.env["REDIS_URL"], DATABASE_URL=database_url)
             from models import init_db
             init_db(database_url)
@@ -262,7 +262,7 @@ def main() -> int:
             capacity = args.processes * args.threads
             print(f"web: gunicorn gthread {args.processes} processes x {args.threads} threads = {capacity} request threads; "
                   f"{args.clients} clients ({args.clients - args.clients // 2} SSE, {args.clients // 2} WebSocket); "
-                  f"{args.events} segment events at {args.rate:g}/s, published via parley.events.record+publish "
+                  f"{args.events} segment events at {args.rate:g}/s, published via services.events.record+publish "
                   f"on a job row inserted with peewee (no worker)")
             args.web_pid = stack.web.proc.pid
             clients, connected, connect_s, probe_result = asyncio.run(bench(stack.port, job_id, args))

@@ -12,7 +12,7 @@ settings, and the runs alternate (bare, stack, bare, ...) so a change of machine
   n_gpu_layers=-1, n_threads=`--threads`, chat_format=workers.llm.chat_format(...), seed=42), reset() before
   each reply as the engine does, then create_chat_completion(stream=True) with the engine's options (the LLM
   settings row's defaults: temperature 0.7, top_p 0.9, repeat_penalty 1.1, seed 42, max_tokens). The messages
-  mirror what parley.chat_context.assemble sends for a standalone chat's first question: the
+  mirror what services.chat_context.assemble sends for a standalone chat's first question: the
   `system_standalone_prompt` system template, then the user's text. The prompt token counts of both sides
   are printed, so a mismatch would show.
 
@@ -126,7 +126,7 @@ class Bare:
     def __init__(self, *, context: int, threads: int, max_tokens: int):
         from llama_cpp import Llama
 
-        from parley import llmstore
+        from services import llmstore
         from workers.llm import chat_format
 
         info = llmstore.read_info(MODEL_DIR / "llm" / GEMMA)
@@ -138,7 +138,7 @@ class Bare:
         return len(self.llama.tokenize(text.encode(), add_bos=False, special=False))
 
     def reply(self, prompt: str) -> Measure:
-        from parley.templates import SYSTEM_TEMPLATES
+        from services.templates import SYSTEM_TEMPLATES
 
         messages = [{"role": "system", "content": SYSTEM_TEMPLATES["system_standalone_prompt"]},
                     {"role": "user", "content": prompt}]
@@ -176,7 +176,7 @@ def main() -> int:
         args.repeats, args.max_tokens = 2, 48
 
     print(host_line())
-    from parley import llmstore
+    from services import llmstore
     from parley.config import get_settings
     llmstore.pull_offline(get_settings().model_copy(update=dict(model_dir=MODEL_DIR)), "gemma-3-270m")
 

@@ -227,7 +227,7 @@ def parley_transcribe(settings, audio: np.ndarray, model: str) -> Transcribed:
 
 def bare_model(settings, model: str):
     from faster_whisper import WhisperModel
-    from parley import modelstore
+    from services import modelstore
 
     threads = settings.cpu_threads or min(4, os.cpu_count() or 1)  # what workers/asr.py load_model passes
     return WhisperModel(str(modelstore.model_path(settings.model_dir, model)), device="cpu",

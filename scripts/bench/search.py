@@ -5,7 +5,7 @@ For each backend this script makes a fresh database (SQLite: a file in a tempora
 PostgreSQL: `CREATE DATABASE` on the server at `--postgres-url`, dropped afterwards), migrates it,
 inserts `--sessions` sessions and `--paragraphs` paragraphs with peewee bulk inserts, then:
 
-- indexing: parley.search_db.DatabaseBackend.index_session() for every session, as the `io` worker's
+- indexing: services.search_db.DatabaseBackend.index_session() for every session, as the `io` worker's
   update_search actor does after a transcription; rate = paragraphs indexed per second;
 - queries: `--queries` each of four kinds through DatabaseBackend.search() (what GET /api/search runs:
   the match count, ranked top 20, highlighted snippets), after a few uncounted warm-up queries:
@@ -125,8 +125,8 @@ def load(texts: list[str], *, sessions: int) -> list[int]:
 
 def run_backend(name: str, database_url: str, texts: list[str], mix: dict[str, list[str]], *, sessions: int) -> dict:
     from models import db, migrate
-    from parley.search import parse_query
-    from parley.search_db import DatabaseBackend
+    from services.search import parse_query
+    from services.search_db import DatabaseBackend
 
     migrate(database_url)
     started = time.perf_counter()

@@ -110,7 +110,7 @@ class Bare:
     def __init__(self, env: dict, model_name: str):
         from faster_whisper import WhisperModel
 
-        from parley import modelstore
+        from services import modelstore
         from workers import asr
 
         self.settings = settings_for(env)

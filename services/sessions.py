@@ -7,7 +7,7 @@ from pathlib import Path
 from models import Chat, Job, Message, Paragraph, Segment, Session, db
 from parley.errors import Unavailable
 from parley.timestamps import now_ms
-from parley.tokens import count_tokens
+from services.tokens import count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def live_paragraphs(session_id: int) -> list[Paragraph]:
 
 
 def refresh_token_count(session: Session) -> None:
-    from parley.tokens import active_model_path
+    from services.tokens import active_model_path
 
     session.transcript_token_count = count_tokens(transcript_text(session.id), gguf=active_model_path())
     session.save(only=[Session.transcript_token_count])
@@ -123,7 +123,7 @@ def create_retranscription(session: Session, *, model_name: str | None, num_spea
     """
     import uuid
 
-    from parley import events
+    from services import events
 
     if not session.audio_path:
         raise SessionBusy(f"session {session.id} has no audio left to transcribe")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from parley import search as s
+from services import search as s
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ import dataclasses
 from collections.abc import Callable
 
 from models import Chat, Message, Session
-from parley.sessions import transcript_text
-from parley.templates import get_template_text
+from services.sessions import transcript_text
+from services.templates import get_template_text
 
 RESERVED_OUTPUT_TOKENS = 512
 OMITTED = "\n[… {n} characters of the transcript left out here to fit the model's context …]\n"

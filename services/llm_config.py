@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from models import LlmSettings, db
-from parley import llmstore
+from services import llmstore
 from parley.config import Settings, get_settings
 
 def default_context_cap() -> int:

@@ -538,7 +538,7 @@ def _swap_back(old: Path, audio_dir: Path) -> None:
 # --- reset --------------------------------------------------------------------------------------------
 def wipe_rows() -> dict[str, int]:
     """Delete every data row in one transaction, keeping the system templates; returns rows deleted by member."""
-    from parley.templates import SYSTEM_PREFIX
+    from services.templates import SYSTEM_PREFIX
 
     deleted = {}
     with write_transaction():

@@ -4,9 +4,9 @@ Backends (env `PARLEY_SEARCH_BACKEND`):
 
 - `database` (default): the database Parley already uses. SQLite FTS5 (porter stemming, bm25 ranking),
   or PostgreSQL full text (a weighted tsvector column with a GIN index, `ts_rank`, `ts_headline`) when
-  `DATABASE_URL` is PostgreSQL. See `parley.search_db`.
+  `DATABASE_URL` is PostgreSQL. See `services.search_db`.
 - `opensearch`: an OpenSearch cluster at `OPENSEARCH_URL` (index `PARLEY_OPENSEARCH_INDEX`, default
-  `parley`), through opensearch-py. See `parley.search_opensearch`.
+  `parley`), through opensearch-py. See `services.search_opensearch`.
 
 Documents: one per live paragraph (id `"{sessionId}_{paragraphIndex}"`, type `transcript`) and one per
 chat message (id = the message id as a string, type `chat`). The index is kept current by the
@@ -254,11 +254,11 @@ def make_backend(name: str | None = None, *, database_url: str | None = None,
     settings = get_settings()
     name = (name or settings.search_backend or "database").strip().lower()
     if name == "database":
-        from parley.search_db import DatabaseBackend
+        from services.search_db import DatabaseBackend
 
         return DatabaseBackend()
     if name == "opensearch":
-        from parley.search_opensearch import OpenSearchBackend
+        from services.search_opensearch import OpenSearchBackend
 
         return OpenSearchBackend(opensearch_url or settings.opensearch_url, index=settings.opensearch_index)
     raise ValueError(f"PARLEY_SEARCH_BACKEND must be 'database' or 'opensearch', got {name!r}")

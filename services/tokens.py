@@ -46,7 +46,7 @@ def count_tokens(text: str, *, gguf: Path | None = None) -> int:
 
 def active_model_path() -> Path | None:
     """The GGUF file of the configured local model, if there is one."""
-    from parley import llm_config, llmstore
+    from services import llm_config, llmstore
 
     row = llm_config.current()
     if not llm_config.is_local(row.base_url) or not row.active_model:
