@@ -1,13 +1,11 @@
-"""Parley's Dramatiq broker and actors; `dramatiq jobs --queues asr` runs a worker on them.
+"""Background jobs: how work is sent (job contracts) and the Dramatiq actors that do it.
 
-Importing this package never loads a model engine: actors import engine code inside their bodies,
-so the web tier can import them to enqueue work.
+Job contracts, importable by anything without loading an actor or an engine:
+- jobs.send: send a job's message by actor name (`send("transcribe", job_id)`), as the web tier and CLI do;
+- jobs.broker: the Redis broker and the queues; jobs.queues: what Redis holds for each queue;
+- jobs.heartbeats: which workers are alive.
+
+Actors and worker-side middleware (they import workers/): jobs.transcription, jobs.llm, jobs.analysis,
+jobs.downloads, jobs.indexing, jobs.middleware, jobs.crashes, jobs.reconciler. `dramatiq jobs.worker
+--queues asr` runs a worker on them.
 """
-from jobs.analysis import analyze
-from jobs.broker import QUEUES, broker
-from jobs.downloads import pull_model
-from jobs.indexing import update_search  # noqa: F401  (search index updates on `io`)
-from jobs.llm import generate
-from jobs.transcription import retranscribe, transcribe
-
-__all__ = ["QUEUES", "analyze", "broker", "generate", "retranscribe", "transcribe"]

@@ -1,12 +1,12 @@
-"""The Redis broker every Parley process shares, and the queues named for the hardware they need."""
+"""The Redis broker every Parley process shares, and the queues named for the hardware they need.
+
+Senders (web, CLI, services) use it as it is; worker processes add their middleware in jobs.worker.
+"""
 from __future__ import annotations
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from jobs.crashes import CrashGuard
-from jobs.middleware import WorkerBoot, WorkerHeartbeat
-from jobs.reconciler import JobReconciler
 from parley.config import broker_options, get_settings
 
 #: Queue name → what it needs. GPU queues get one worker process per device.
@@ -31,8 +31,4 @@ class ParleyBroker(RedisBroker):
 
 
 broker = ParleyBroker(url=get_settings().redis_url, **broker_options())
-broker.add_middleware(WorkerBoot())
-broker.add_middleware(WorkerHeartbeat())
-broker.add_middleware(JobReconciler())
-broker.add_middleware(CrashGuard())
 dramatiq.set_broker(broker)

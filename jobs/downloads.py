@@ -26,7 +26,6 @@ from parley.timestamps import now_ms
 log = logging.getLogger(__name__)
 
 WEEK_MS = 7 * 24 * 3600 * 1000  # a multi-GB model on a slow link takes hours; Dramatiq's default is 10 minutes
-CANCELABLE = ("queued", "parsing", "downloading", "canceling")
 CANCEL_POLL_S = 0.5  # how often the download reads the row for a cancellation request
 # A read blocks until it has this many bytes; 64 KiB keeps cancellation prompt even on a slow link.
 CHUNK_BYTES = 64 * 1024
@@ -94,8 +93,8 @@ def _move(pull: ModelPull, status: str, *, expect: tuple[str, ...], **fields) ->
 
 def _run(pull: ModelPull, dest: Path) -> None:
     from services.llmstore import is_gguf
-    from workers.downloads import (DownloadCanceled, DownloadError, SourceError, VerificationFailed, download,
-                                   hub_auth, part_path, resolve_source)
+    from services.model_sources import SourceError, resolve_source
+    from workers.downloads import DownloadCanceled, DownloadError, VerificationFailed, download, hub_auth, part_path
 
     name = pull.model_name
     part = part_path(dest)

@@ -1,7 +1,6 @@
-"""Worker middleware: database set-up at boot, and heartbeats that say which workers are alive."""
+"""Worker middleware: database set-up at boot, and the heartbeats that say which workers are alive (read by jobs.heartbeats)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -14,18 +13,12 @@ import dramatiq
 import redis
 from dramatiq.middleware import Middleware
 
+from jobs.heartbeats import (HEARTBEAT_INTERVAL_S, LAST_BEAT_KEY_PREFIX, LAST_BEAT_TTL_S, SPEECH_QUEUES,
+                             WORKER_KEY_PREFIX, process_name)
 from parley.config import ensure_dirs, get_settings
 
 log = logging.getLogger(__name__)
 
-WORKER_KEY_PREFIX = "parley:worker:"
-# The last heartbeat of each worker name, kept after the worker stops, so a gone worker reads "exited".
-LAST_BEAT_KEY_PREFIX = "parley:lastbeat:"
-LAST_BEAT_TTL_S = 24 * 3600
-HEARTBEAT_INTERVAL_S = 5.0
-
-
-SPEECH_QUEUES = {"asr", "asr_quick"}
 
 
 class WorkerBoot(Middleware):
@@ -67,6 +60,8 @@ class WorkerHeartbeat(Middleware):
         self._stop = threading.Event()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        from workers import diarize
+
         queues = sorted(worker.consumer_whitelist or broker.get_declared_queues())
         self.key = f"{WORKER_KEY_PREFIX}{socket.gethostname()}:{os.getpid()}"
         self.info = {
@@ -76,7 +71,7 @@ class WorkerHeartbeat(Middleware):
             "pid": os.getpid(),
             "queues": queues,
             "device": _device_label(),
-            "diarization": diarization_available(),
+            "diarization": diarize.available_here(),
             "started_at": time.time(),
         }
         self._worker = worker
@@ -140,65 +135,9 @@ class WorkerHeartbeat(Middleware):
             self._stop.wait(self.interval_s)
 
 
-def process_name() -> str:
-    """This process's name (PARLEY_PROCESS_NAME, set per Procfile line); without one, its queues joined by '-'."""
-    name = get_settings().process_name
-    if name:
-        return name
-    argv = sys.argv
-    queues = []
-    if "--queues" in argv:  # dramatiq's own command line: ... --queues asr asr_quick [--other ...]
-        for arg in argv[argv.index("--queues") + 1:]:
-            if arg.startswith("-"):
-                break
-            queues.append(arg)
-    return "-".join(queues) or "worker"
-
-
 def _device_label() -> str:
     """The GPUs this worker is pinned to (CUDA_VISIBLE_DEVICES), else cpu or auto."""
     settings = get_settings()
     if settings.cuda_visible_devices is not None:
         return settings.cuda_visible_devices
     return "cpu" if settings.device == "cpu" else "auto"
-
-
-def last_beats(conn: redis.Redis) -> list[dict]:
-    """The last heartbeat of every worker name seen in the past day, alive or not."""
-    keys = list(conn.scan_iter(match=LAST_BEAT_KEY_PREFIX + "*", count=200))
-    values = conn.mget(keys) if keys else []
-    return [json.loads(v) for v in values if v]
-
-
-def diarization_available() -> bool:
-    """Whether this process can label speakers: not switched off (PARLEY_DIARIZATION=0), sherpa-onnx is
-    installed, and the diarization models are in the model store (scripts/bootstrap makes them)."""
-    if not get_settings().diarization:
-        return False
-    if importlib.util.find_spec("sherpa_onnx") is None:
-        return False
-    folder = get_settings().model_dir / "diarization"
-    return all((folder / name).is_file() for name in ("segmentation-3.0.onnx", "campplus-zh-en-common.onnx"))
-
-
-def alive_workers(conn: redis.Redis) -> list[dict]:
-    """The workers whose heartbeat has not expired, less those of this host whose process is gone.
-
-    A worker killed with SIGKILL leaves its last heartbeat for up to three intervals; beside its
-    replacement it would count twice (and show as two workers) until then.
-    """
-    keys = list(conn.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200))
-    values = conn.mget(keys) if keys else []
-    return [beat for beat in (json.loads(v) for v in values if v) if not _gone_from_this_host(beat)]
-
-
-def _gone_from_this_host(beat: dict) -> bool:
-    if beat.get("host") != socket.gethostname() or not beat.get("pid"):
-        return False
-    try:
-        os.kill(int(beat["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError, OverflowError):
-        return False  # a process of another user holds the pid: alive as far as we can tell
-    return False

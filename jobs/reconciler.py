@@ -85,7 +85,7 @@ def queued_job_refs(conn: redis.Redis, queues) -> set[tuple[str, str]]:
 
 def held_job_refs(conn: redis.Redis) -> set[tuple[str, str]]:
     """(actor name, first argument as text) of the messages live workers say they are running."""
-    from jobs.middleware import alive_workers
+    from jobs.heartbeats import alive_workers
 
     refs = set()
     for worker in alive_workers(conn):
@@ -96,26 +96,24 @@ def held_job_refs(conn: redis.Redis) -> set[tuple[str, str]]:
 
 
 # --- what the database says ----------------------------------------------------------------------------
-def _candidates(cutoff: float) -> list[tuple[Requeued, object]]:
-    """Unfinished rows quiet since before `cutoff`, each with the actor that runs it."""
-    from jobs import analyze, generate, pull_model, retranscribe, transcribe
+def _candidates(cutoff: float) -> list[tuple[Requeued, str]]:
+    """Unfinished rows quiet since before `cutoff`, each with the name of the actor that runs it."""
     from models import AnalysisJob, Job, LlmJob, ModelPull
 
-    found: list[tuple[Requeued, object]] = []
-    speech = {"transcribe": transcribe, "retranscribe": retranscribe}
+    found: list[tuple[Requeued, str]] = []
     for job in Job.select().where(Job.status.in_(("queued", "processing")) & (Job.updated_at < cutoff)):
-        if job.kind in speech:
-            found.append((Requeued(job.kind, job.id, job.status, job.updated_at, job.session_id), speech[job.kind]))
+        if job.kind in ("transcribe", "retranscribe"):  # a job's kind is the name of its actor
+            found.append((Requeued(job.kind, job.id, job.status, job.updated_at, job.session_id), job.kind))
     for job in LlmJob.select().where(LlmJob.status.in_(("queued", "processing")) & (LlmJob.updated_at < cutoff)):
-        found.append((Requeued("llm", job.id, job.status, job.updated_at), generate))
+        found.append((Requeued("llm", job.id, job.status, job.updated_at), "generate"))
     # Analyses and pulls keep no "last changed" time: their start is the earliest they can be quiet since;
     # one still running is protected by its worker's heartbeat.
     for job in AnalysisJob.select().where(AnalysisJob.status.not_in(TERMINAL)
                                           & (AnalysisJob.created_at_ms < cutoff * 1000)):
-        found.append((Requeued("analysis", str(job.id), job.status, job.created_at_ms / 1000), analyze))
+        found.append((Requeued("analysis", str(job.id), job.status, job.created_at_ms / 1000), "analyze"))
     for pull in ModelPull.select().where(ModelPull.status.not_in(TERMINAL)
                                          & (ModelPull.start_ms < cutoff * 1000)):
-        found.append((Requeued("model-pull", pull.id, pull.status, pull.start_ms / 1000), pull_model))
+        found.append((Requeued("model-pull", pull.id, pull.status, pull.start_ms / 1000), "pull_model"))
     return found
 
 
@@ -153,7 +151,8 @@ def reconcile(conn: redis.Redis, *, older_than_s: float | None = None, dry_run: 
     dry_run: only report (default False).
     lock_wait_s: how long to wait for another reconciler to finish (default 0); raises Busy after it.
     """
-    from jobs import QUEUES
+    from jobs.broker import QUEUES
+    from jobs.send import send
 
     older_than_s = reconcile_after_s() if older_than_s is None else older_than_s
     # redis-py's Lock: a random token per holder, released only by its holder (a Lua compare-and-delete).
@@ -166,13 +165,13 @@ def reconcile(conn: redis.Redis, *, older_than_s: float | None = None, dry_run: 
         known = queued_job_refs(conn, QUEUES) | held_job_refs(conn)
         cutoff = time.time() - older_than_s
         stranded = []
-        for found, actor in _candidates(cutoff):
-            if (actor.actor_name, found.job_id) in known:
+        for found, actor_name in _candidates(cutoff):
+            if (actor_name, found.job_id) in known:
                 continue
             if not dry_run:
                 if not _claim(found, cutoff):
                     continue
-                actor.send(int(found.job_id) if found.kind == "analysis" else found.job_id)
+                send(actor_name, int(found.job_id) if found.kind == "analysis" else found.job_id)
                 log.warning("re-queued %s job %s (%s, quiet since %s): its queue message was lost", found.kind,
                             found.job_id, found.status, time.strftime("%Y-%m-%d %H:%M:%S",
                                                                       time.localtime(found.quiet_since)))

@@ -70,3 +70,6 @@ class SessionStatus(_Status):
 #: Statuses after which a job (of any kind above) never changes again: plain strings, for queries and JSON.
 TERMINAL: tuple[str, ...] = ("completed", "failed", "canceled")
 
+#: A model pull in these states can still be canceled.
+PULL_CANCELABLE: tuple[str, ...] = ("queued", "parsing", "downloading", "canceling")
+

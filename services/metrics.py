@@ -96,7 +96,7 @@ class StoreCollector:
     # --- Redis: queues and workers ------------------------------------------------------------------
     def _redis_families(self) -> tuple[list[Metric], bool]:
         from jobs import queues
-        from jobs.middleware import alive_workers
+        from jobs.heartbeats import alive_workers
 
         depth = GaugeMetricFamily(
             "parley_queue_messages",

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import peewee
 
 from models.db import db
-from services import search as s
+from services import search_base as s
 
 BM25_WEIGHTS = (1.0, 0.4)  # text, meta
 HEADLINE_OPTIONS = (f"StartSel={s.MARK_OPEN}, StopSel={s.MARK_CLOSE}, MaxFragments=2, MaxWords=35, MinWords=12, "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from services import search as s
+from services import search_base as s
 
 log = logging.getLogger(__name__)
 

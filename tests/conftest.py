@@ -166,7 +166,7 @@ class Stack:
             return False
 
     def start_worker(self, name: str, *queues: str, wait: bool = True) -> Process:
-        worker = Process(name, [str(VENV_BIN / "dramatiq"), "jobs", "--processes", "1", "--threads", "1",
+        worker = Process(name, [str(VENV_BIN / "dramatiq"), "jobs.worker", "--processes", "1", "--threads", "1",
                                 "--queues", *queues], {**self.env, "PARLEY_PROCESS_NAME": name}, self.tmp)
         self.workers[name] = worker
         if wait:

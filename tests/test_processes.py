@@ -15,8 +15,8 @@ STAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z ")
 PROCFILE = """\
 # the stack below runs web and the asr worker; the llm worker is expected but never started
 web: exec env PARLEY_PROCESS_NAME=web .venv/bin/gunicorn "web:create_app()"
-asr: env PARLEY_PROCESS_NAME=asr .venv/bin/dramatiq jobs --processes 1 --threads 1 --queues asr
-llm: env PARLEY_PROCESS_NAME=llm .venv/bin/dramatiq jobs --processes 1 --threads 1 --queues llm
+asr: env PARLEY_PROCESS_NAME=asr .venv/bin/dramatiq jobs.worker --processes 1 --threads 1 --queues asr
+llm: env PARLEY_PROCESS_NAME=llm .venv/bin/dramatiq jobs.worker --processes 1 --threads 1 --queues llm
 """
 
 

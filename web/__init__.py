@@ -7,11 +7,8 @@ import uuid
 import peewee
 from flask import Flask, g, request
 from flask_cors import CORS
-from flask_sock import Sock
 
 from parley.config import Settings, ensure_dirs, get_settings
-
-sock = Sock()
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -42,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from web.transcribe import transcribe_bp
     from web.uploads import StreamingRequest, discard_unclaimed_uploads
     from web.usage import usage_bp
+    from web.websockets import sock
 
     settings = settings or get_settings()
     ensure_dirs(settings)

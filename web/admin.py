@@ -10,7 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from models import ModelPull
-from services import backup, search
+from services import backup, restore, search
 from services.templates import ensure_system_templates
 from web.errors import ApiError, bad_request
 from web.transcribe import settings
@@ -56,18 +56,18 @@ def import_data():
                           "GET /api/admin/export-data")
     part.stream.flush()
     try:
-        restore = backup.read_archive(part.stream.path, cfg.tmp_dir, max_audio_bytes=cfg.max_upload_mb * MIB,
-                                      max_json_bytes=json_max_mb() * MIB)
+        archive = restore.read_archive(part.stream.path, cfg.tmp_dir, max_audio_bytes=cfg.max_upload_mb * MIB,
+                                       max_json_bytes=json_max_mb() * MIB)
     except backup.BackupError as exc:
         raise ApiError(400, f"backup refused, nothing was changed: {exc}",
                        body={"member": exc.member, "reason": exc.reason}) from None
     try:
-        restored = backup.apply_restore(restore, cfg.audio_dir)
+        restored = restore.apply_restore(archive, cfg.audio_dir)
     except peewee.IntegrityError as exc:
         raise ApiError(400, f"backup refused, nothing was changed: backupFile: its rows contradict each other "
                             f"({exc})", body={"member": "backupFile", "reason": str(exc)}) from None
     finally:
-        restore.discard()
+        archive.discard()
     ensure_system_templates()  # a hand-made backup may lack them; Parley's own prompts need them
     warnings = []
     try:
@@ -114,8 +114,9 @@ def drop_queued_messages() -> int:
 
     Model downloads are not part of the data: a pull still waiting for a worker is queued again.
     """
-    from jobs import QUEUES, broker, pull_model
+    from jobs.broker import QUEUES, broker
     from jobs.queues import depth
+    from jobs.send import send
 
     conn = current_app.extensions["parley_redis"]
     dropped = 0
@@ -124,7 +125,7 @@ def drop_queued_messages() -> int:
         dropped += waiting["waiting"] + waiting["delayed"]
         broker.flush(queue)
     for pull in ModelPull.select(ModelPull.id).where(ModelPull.status == "queued"):
-        pull_model.send(pull.id)
+        send("pull_model", pull.id)
     return dropped
 
 

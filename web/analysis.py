@@ -75,8 +75,6 @@ def _optional_range(body: dict, key: str, lo: float, hi: float) -> float | None:
 
 @analysis_bp.post("")
 def create_job():
-    from jobs import analyze
-
     body = json_body(dict, "object with sessionIds and prompt")
     ids = body.get("sessionIds")
     if (not isinstance(ids, list) or not 1 <= len(ids) <= MAX_SESSIONS
@@ -142,7 +140,7 @@ def create_job():
         LlmSettings.update(active_model=model, base_url=base_url, context_size=context,
                            **{k: v for k, v in params.items() if v is not None and k != "thinking_budget"}).where(
             LlmSettings.id == row.id).execute()
-    enqueue(analyze, job, cleanup=lambda: job.delete_instance(recursive=True))
+    enqueue("analyze", job, cleanup=lambda: job.delete_instance(recursive=True))
     return jsonify(jobId=job.id), 202
 
 

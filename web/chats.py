@@ -108,8 +108,6 @@ def usage_response(chat: Chat):
 # --- streaming a reply ----------------------------------------------------------------------------
 def stream_reply(chat: Chat, *, source: str) -> Response:
     """Store the user's message, queue the reply on the LLM worker and relay its tokens as SSE."""
-    from jobs import generate
-
     body = json_body(dict, "object with text")
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
@@ -134,7 +132,7 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
             LlmJob.delete().where(LlmJob.id == job.id).execute()
             user.delete_instance()
 
-    enqueue(generate, job, cleanup=undo)
+    enqueue("generate", job, cleanup=undo)
     search.request_index_chat(chat.id)  # the user's message
     first_usage = context_usage(chat)
     conn: redis.Redis = current_app.extensions["parley_redis"]

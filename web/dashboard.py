@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, current_app, jsonify, render_template
 
 from jobs import queues
-from jobs.middleware import alive_workers
+from jobs.heartbeats import alive_workers
 from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Segment, Session, db
 from models.statuses import TERMINAL
 from services import events
@@ -34,7 +34,7 @@ def _redis() -> redis.Redis:
 
 
 def _declared_queues() -> list[str]:
-    from jobs import QUEUES
+    from jobs.broker import QUEUES
 
     return list(QUEUES)
 

@@ -8,7 +8,7 @@ import uuid
 import requests
 from flask import Blueprint, current_app, jsonify, request
 
-from jobs.middleware import alive_workers
+from jobs.heartbeats import alive_workers
 from models import LlmJob, db
 from services import llm_config, llmstore
 from web import forms
@@ -43,12 +43,10 @@ def _remote_models(base_url: str, token: str | None) -> list[dict]:
 
 def queue_llm_job(kind: str, *, model: str | None = None, params: dict | None = None) -> LlmJob:
     """Store an LLM job and put it on the `llm` queue (503 and nothing stored when the queue is down)."""
-    from jobs import generate
-
     with db.atomic():
         job = LlmJob.create(id=str(uuid.uuid4()), kind=kind, params=params or {}, message="Queued",
                             model_name=model if model is not None else llm_config.current().active_model)
-    enqueue(generate, job, cleanup=lambda: LlmJob.delete().where(LlmJob.id == job.id).execute())
+    enqueue("generate", job, cleanup=lambda: LlmJob.delete().where(LlmJob.id == job.id).execute())
     return job
 
 

@@ -8,12 +8,12 @@ import redis
 from flask import Blueprint, current_app, jsonify, request
 
 from models import ModelPull
-from models.statuses import TERMINAL
-from services.llmstore import llm_dir
+from models.statuses import PULL_CANCELABLE, TERMINAL
 from parley.timestamps import now_ms
+from services.llmstore import llm_dir
+from services.model_sources import SourceError, resolve_source
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import enqueue, settings
-from workers.downloads import SourceError, resolve_source
 
 model_pulls_bp = Blueprint("model_pulls", __name__, url_prefix="/api/llm")
 
@@ -48,8 +48,6 @@ def pull_or_404(job_id: str) -> ModelPull:
 
 @model_pulls_bp.post("/pull-model")
 def pull_model():
-    from jobs import pull_model as pull_actor
-
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object with modelUrl")
@@ -88,7 +86,7 @@ def pull_model():
         pull = ModelPull.create(id=str(uuid.uuid4()), source=text.strip(), model_name=name,
                                 expected_sha256=sha256, start_ms=now_ms(),
                                 message=f"Queued download of {name}")
-        enqueue(pull_actor, pull, cleanup=lambda: ModelPull.delete().where(ModelPull.id == pull.id).execute())
+        enqueue("pull_model", pull, cleanup=lambda: ModelPull.delete().where(ModelPull.id == pull.id).execute())
     finally:
         try:
             lock.release()
@@ -104,8 +102,6 @@ def pull_status(job_id: str):
 
 @model_pulls_bp.post("/cancel-pull/<job_id>")
 def cancel_pull(job_id: str):
-    from jobs.downloads import CANCELABLE
-
     pull = pull_or_404(job_id)
     ended_ms = now_ms()
     # A queued pull has no worker yet: it ends here, and its message will find it finished.
@@ -115,6 +111,6 @@ def cancel_pull(job_id: str):
              .where((ModelPull.id == pull.id) & ModelPull.status.in_(("parsing", "downloading"))).execute())
     if not moved:
         status = ModelPull.select(ModelPull.status).where(ModelPull.id == pull.id).scalar()
-        if status not in CANCELABLE:
+        if status not in PULL_CANCELABLE:
             raise ApiError(409, f"Pull job {job_id} is {status} and can no longer be canceled.")
     return jsonify(message=f"Cancellation request sent for job {job_id}.")

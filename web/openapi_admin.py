@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.openapi import array, error, header, integer, multipart_body, obj, operation, response, string
+from web.openapi_schema import array, error, header, integer, multipart_body, obj, operation, response, string
 
 MEMBERS = ("manifest.json (format parley-backup, version 1, row counts, audio files), sessions.json, jobs.json, "
            "segments.json, job_events.json, transcript_paragraphs.json, chats.json, messages.json, templates.json, "

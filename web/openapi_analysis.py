@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from models.statuses import TERMINAL
-from web.openapi import (LOCAL_BASE_URL, array, boolean, error, header, integer, json_body, nullable, number,
-                         obj, operation, path_param, ref, response, sse_events, string)
+from services.llm_config import LOCAL_BASE_URL
+from web.openapi_schema import (array, boolean, error, header, integer, json_body, nullable, number, obj, operation,
+                                path_param, ref, response, sse_events, string)
 
 TAG = "analysis"
 ANALYSIS_STATES = ["pending", "generating_strategy", "mapping", "reducing", "completed", "failed", "canceling",

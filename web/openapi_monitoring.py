@@ -7,8 +7,8 @@ from web.processes import expected_names
 
 
 def dashboard_paths() -> dict[str, Any]:
-    from web.openapi import (array, boolean, error, header, integer, nullable, number, obj, operation, path_param,
-                             response, sse_events, string)
+    from web.openapi_schema import (array, boolean, error, header, integer, nullable, number, obj, operation, path_param,
+                                    response, sse_events, string)
 
     tag, when = "monitoring", "(Unix epoch seconds)"
     queue = obj({"name": string(), "waiting": integer("In the queue, not yet taken by a worker"),
@@ -101,7 +101,7 @@ def dashboard_paths() -> dict[str, Any]:
 
 
 def metrics_paths() -> dict[str, Any]:
-    from web.openapi import operation, response, string
+    from web.openapi_schema import operation, response, string
 
     exposition = {"text/plain; version=0.0.4; charset=utf-8": {"schema": string(
         "Prometheus text exposition format 0.0.4", example="parley_queue_messages{queue=\"asr\",state=\"waiting\"} 2.0")}}
@@ -121,7 +121,7 @@ def metrics_paths() -> dict[str, Any]:
 
 
 def process_paths() -> dict[str, Any]:
-    from web.openapi import array, error, integer, obj, operation, path_param, response, string
+    from web.openapi_schema import array, error, integer, obj, operation, path_param, response, string
 
     port = obj({"PrivatePort": integer("Port the process listens on"), "PublicPort": integer("Port clients use"),
                 "Type": string(enum=["tcp"]), "IP": string("Address it is reached at")}, required=["PrivatePort", "Type"])

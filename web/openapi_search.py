@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.openapi import (array, error, integer, nullable, number, obj, operation, query_param, response, string)
+from web.openapi_schema import (array, error, integer, nullable, number, obj, operation, query_param, response, string)
 from web.search import MAX_FROM
 
 

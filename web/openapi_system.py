@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.openapi import array, boolean, error, integer, nullable, number, obj, operation, response, string
+from web.openapi_schema import array, boolean, error, integer, nullable, number, obj, operation, response, string
 
 STATE = string("connected or disconnected", enum=["connected", "disconnected"])
 

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
-from jobs.middleware import SPEECH_QUEUES, alive_workers, last_beats
+from jobs.heartbeats import SPEECH_QUEUES, alive_workers, last_beats
 from parley import logs
 from parley.config import get_settings
 from parley.supervisor import read_states

@@ -36,12 +36,10 @@ def _check_range(start: float, end: float, duration: float | None) -> None:
 
 def _run_and_wait(job: Job, *, cleanup):
     """Enqueue the job, then wait for its terminal event up to the configured time; 202 if it runs on."""
-    from jobs import retranscribe
-
     wait_s = settings().retranslate_wait_s
     q = hub().register(job.id)  # before enqueueing: the worker may finish before we would listen
     try:
-        enqueue(retranscribe, job, cleanup=cleanup)
+        enqueue("retranscribe", job, cleanup=cleanup)
         wait_until_finished(q, lambda: Job.get_by_id(job.id).status in Job.TERMINAL, timeout_s=wait_s)
     finally:
         hub().unregister(job.id, q)

@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request, send_file
 from werkzeug.http import parse_range_header
 
-from jobs.middleware import alive_workers
+from jobs.heartbeats import alive_workers
 from models import Chat, Job, Paragraph, Session, db
 from parley import formats
 from services import search

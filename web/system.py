@@ -11,7 +11,7 @@ import time
 import redis
 from flask import Blueprint, current_app, jsonify
 
-from jobs.middleware import alive_workers
+from jobs.heartbeats import alive_workers
 from models import AnalysisJob, Job, Session, db
 from services import events
 
@@ -89,7 +89,7 @@ def reset_transcription():
 
     A worker in the middle of one notices the cancel at its next segment and stops. Nothing else is touched.
     """
-    from jobs import broker
+    from jobs.broker import broker
 
     try:
         broker.flush("asr")

@@ -16,10 +16,11 @@ from models import Job, Segment, Session, db
 from parley import formats
 from services import events, modelstore
 from services.media import MediaError, probe
-from web import forms, sock, sse
+from web import forms, sse
 from web.errors import ApiError, bad_request, error_body, not_found
 from web.streams import job_events
 from web.uploads import StoredUpload, claim
+from web.websockets import sock
 
 transcribe_bp = Blueprint("transcribe", __name__, url_prefix="/api/transcribe")
 
@@ -50,10 +51,12 @@ def receive_audio(field: str) -> StoredUpload:
     return upload
 
 
-def enqueue(actor: dramatiq.Actor, job: Job, *, cleanup) -> None:
-    """Send the job's message; if the queue cannot take it, undo with `cleanup` and answer 503."""
+def enqueue(actor_name: str, job: Job, *, cleanup) -> None:
+    """Send the job's message to `actor_name`; if the queue cannot take it, undo with `cleanup` and answer 503."""
+    from jobs.send import send
+
     try:
-        actor.send(job.id)
+        send(actor_name, job.id)
     except (redis.RedisError, dramatiq.errors.DramatiqError) as exc:
         cleanup()
         raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
@@ -73,8 +76,6 @@ def today_noon_utc() -> str:
 def start_transcription(upload: StoredUpload, *, model_name: str, language: str | None, diarize: bool,
                         num_speakers: int | None, session_fields: dict) -> tuple[Session, Job]:
     """Create the session and its job, log the first event and enqueue; nothing is left if any step fails."""
-    from jobs import transcribe
-
     try:
         with db.atomic():
             session = Session.create(
@@ -100,7 +101,7 @@ def start_transcription(upload: StoredUpload, *, model_name: str, language: str 
             Session.delete().where(Session.id == session.id).execute()
         upload.path.unlink(missing_ok=True)
 
-    enqueue(transcribe, job, cleanup=undo)
+    enqueue("transcribe", job, cleanup=undo)
     events.publish(first)
     return session, job
 

@@ -9,38 +9,12 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from services import modelstore
 from parley.config import Settings
+from services import modelstore
+from workers.recognition import Recognition, RecognisedSegment, Word, batch_size, device_and_compute
 from workers.turns import SENTENCE_END
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class Word:
-    start: float
-    end: float
-    word: str
-    probability: float
-
-
-@dataclasses.dataclass
-class RecognisedSegment:
-    start: float
-    end: float
-    text: str
-    words: list[Word]
-    avg_logprob: float
-    no_speech_prob: float
-
-
-@dataclasses.dataclass
-class Recognition:
-    """What the engine found out about the audio before the first segment."""
-
-    language: str
-    language_probability: float
-    segments: Iterator[RecognisedSegment]
 
 
 # Longer engine segments are cut (see split_long): a subtitle cue or transcript line should fit a glance.
@@ -65,18 +39,6 @@ MAX_COMPRESSION_RATIO = 2.4
 
 _models: dict[tuple, object] = {}
 _models_lock = threading.Lock()
-
-
-def device_and_compute(settings: Settings) -> tuple[str, str]:
-    device = settings.device
-    if device == "auto":
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    compute = settings.compute_type
-    if compute == "auto":
-        compute = "float16" if device == "cuda" else "int8"
-    return device, compute
 
 
 def load_model(settings: Settings, name: str):
@@ -104,13 +66,6 @@ def load_model(settings: Settings, name: str):
                                  cpu_threads=settings.cpu_threads or min(4, os.cpu_count() or 1))
             _models[key] = model
         return model
-
-
-def batch_size(settings: Settings) -> int:
-    if settings.batch_size >= 0:
-        return settings.batch_size
-    # Batching pays off where there is parallel hardware to fill; on a few CPU cores it does not.
-    return 16 if device_and_compute(settings)[0] == "cuda" else 0
 
 
 def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, language: str | None = None,

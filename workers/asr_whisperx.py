@@ -14,7 +14,7 @@ import numpy as np
 
 from services import modelstore
 from parley.config import Settings
-from workers.asr import Recognition, RecognisedSegment, Word, batch_size, device_and_compute
+from workers.recognition import Recognition, RecognisedSegment, Word, batch_size, device_and_compute
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ Public API:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import threading
@@ -97,6 +98,16 @@ def model_files(model_dir: Path) -> tuple[Path, Path]:
 def available(model_dir: Path) -> bool:
     """Whether both ONNX models are in the model store (made by `scripts/bootstrap`)."""
     return all(path.is_file() for path in model_files(model_dir))
+
+
+def available_here() -> bool:
+    """Whether this process can label speakers: not switched off (PARLEY_DIARIZATION=0), sherpa-onnx is
+    installed, and the diarization models are in the model store (scripts/bootstrap makes them)."""
+    if not get_settings().diarization:
+        return False
+    if importlib.util.find_spec("sherpa_onnx") is None:
+        return False
+    return available(get_settings().model_dir)
 
 
 _engines: dict[tuple, object] = {}

@@ -118,9 +118,9 @@ def _start(job: Job, message: str) -> None:
 
 
 def _transcribe(job: Job, settings: Settings) -> None:
-    from jobs.middleware import diarization_available
+    from workers import diarize
 
-    if job.diarize and not diarization_available():
+    if job.diarize and not diarize.available_here():
         raise CannotProcess("speaker labels were asked for, but speaker diarization is not available on this "
                             "worker; transcribe without diarization or run a worker that has it")
     resuming = job.chunks_done > 0 or Segment.select().where(Segment.job == job.id).exists()
