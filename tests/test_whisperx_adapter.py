@@ -63,10 +63,13 @@ def test_not_used_by_default_without_a_gpu():
 
 
 def test_segments_and_aligned_words_are_shifted_by_the_offset(stand_in):
+    """Through Parley's dispatcher (workers/asr.py), which picks whisperx and shapes its segments."""
+    from workers import asr
+
     adapter, settings, calls = stand_in
-    assert adapter.usable(settings)
-    recognition = adapter.transcribe(settings, np.zeros(16000 * 3, dtype=np.float32), model_name="tiny.en",
-                                     language=None, offset=10.0)
+    assert adapter.usable(settings) and adapter.ENGINE.usable(settings)
+    recognition = asr.transcribe(settings, np.zeros(16000 * 3, dtype=np.float32), model_name="tiny.en",
+                                 language=None, offset=10.0)
     segments = list(recognition.segments)
     assert recognition.language == "en"
     assert [(s.start, s.end, s.text) for s in segments] == [(10.5, 12.0, "Hello there.")]
@@ -78,8 +81,8 @@ def test_segments_and_aligned_words_are_shifted_by_the_offset(stand_in):
 
 def test_missing_alignment_model_means_fall_back(stand_in):
     adapter, settings, _ = stand_in
-    assert adapter.transcribe(settings, np.zeros(16000, dtype=np.float32), model_name="base",
-                              language="xx") is None
+    assert adapter.ENGINE.recognise(settings, np.zeros(16000, dtype=np.float32), model_name="base",
+                                    language="xx") is None
 
 
 def tmp_model_path(settings):

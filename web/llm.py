@@ -5,12 +5,11 @@ import re
 import time
 import uuid
 
-import requests
 from flask import Blueprint, current_app, jsonify, request
 
 from jobs.heartbeats import alive_workers
 from models import LlmJob, db
-from services import llm_config, llmstore
+from services import llm_config, llmstore, remote_llm
 from web import forms
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body
@@ -27,18 +26,14 @@ def _url(value, name: str) -> str:
 
 def _remote_models(base_url: str, token: str | None) -> list[dict]:
     """The model list of an OpenAI-compatible server, as LlmModelInfo objects."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    path = "/models" if base_url.endswith("/v1") else "/v1/models"
     try:
-        response = requests.get(base_url + path, headers=headers, timeout=5)
-        response.raise_for_status()
-        data = response.json().get("data", [])
-    except (requests.RequestException, ValueError) as exc:
-        raise ApiError(502, f"the LLM server at {base_url} did not answer with a model list: {exc}") from None
-    return [{"name": m.get("id", ""), "modified_at": "", "size": 0, "digest": m.get("id", ""),
-             "details": {"format": "remote", "family": m.get("owned_by", ""), "families": None,
+        data = remote_llm.list_models(base_url, token)
+    except remote_llm.RemoteUnavailable as exc:
+        raise ApiError(502, str(exc)) from None
+    return [{"name": m["id"], "modified_at": "", "size": 0, "digest": m["id"],
+             "details": {"format": "remote", "family": m["owned_by"], "families": None,
                          "parameter_size": "", "quantization_level": ""},
-             "defaultContextSize": m.get("context_length") or m.get("max_model_len")} for m in data]
+             "defaultContextSize": m["context_length"]} for m in data]
 
 
 def queue_llm_job(kind: str, *, model: str | None = None, params: dict | None = None) -> LlmJob:

@@ -1,20 +1,22 @@
-"""Speech recognition with faster-whisper (CTranslate2): model cache and a segment generator."""
+"""Speech recognition: picks the engine, then checks and shapes every segment it yields (one generator)."""
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import threading
 from collections.abc import Iterator
 
 import numpy as np
 
 from parley.config import Settings
-from services import modelstore
-from workers.recognition import Recognition, RecognisedSegment, Word, batch_size, device_and_compute
+from workers import asr_faster_whisper, asr_whisperx
+from workers.recognition import Recognition, RecognisedSegment, SpeechEngine, Word
 from workers.turns import SENTENCE_END
 
 log = logging.getLogger(__name__)
+
+#: In order of preference; whisperx declines (usable() False, or recognise() None) where it cannot run.
+ENGINES: list[SpeechEngine] = [asr_whisperx.ENGINE, asr_faster_whisper.ENGINE]
+load_model = asr_faster_whisper.load_model  # workers warm the default model up through this name
 
 
 # Longer engine segments are cut (see split_long): a subtitle cue or transcript line should fit a glance.
@@ -29,7 +31,6 @@ MIN_WORDS_FOR_RATE = 4
 # 0.2). The rate is taken over the duration plus this much, which a text invented in 1 s at 24 words
 # a second (or 27 words in 0.24 s) still far exceeds.
 SEGMENT_TIMING_SLACK_S = 0.2
-SAMPLING_SEED = 0  # CTranslate2's sampling seed, set in load_model
 # Whisper's own silence rule (openai-whisper and faster-whisper use these values for no_speech_threshold
 # and log_prob_threshold): a likely-silent window whose text the decoder was unsure of.
 NO_SPEECH_PROB = 0.6
@@ -37,41 +38,14 @@ SILENCE_LOGPROB = -1.0
 # Whisper's compression_ratio_threshold: text that gzips this well is a repetition loop.
 MAX_COMPRESSION_RATIO = 2.4
 
-_models: dict[tuple, object] = {}
-_models_lock = threading.Lock()
-
-
-def load_model(settings: Settings, name: str):
-    """The WhisperModel for `name`, loaded once per worker process and kept."""
-    from faster_whisper import WhisperModel
-
-    name = modelstore.canonical_name(name)
-    device, compute = device_and_compute(settings)
-    key = (name, device, compute, settings.cpu_threads)
-    with _models_lock:
-        model = _models.get(key)
-        if model is None:
-            if not modelstore.is_downloaded(settings.model_dir, name):
-                raise modelstore.ModelStoreError(
-                    f"model {name} is not in the model store; run `parley models pull {name}`")
-            path = modelstore.model_path(settings.model_dir, name)
-            log.info("loading %s on %s (%s)", name, device, compute)
-            # Where decoding at temperature 0 fails Whisper's checks it samples at higher temperatures.
-            # CTranslate2 seeds each decoding thread's generator when the model makes its threads; a fixed
-            # seed makes a worker's transcripts reproducible from one start to the next.
-            import ctranslate2
-
-            ctranslate2.set_random_seed(SAMPLING_SEED)
-            model = WhisperModel(str(path), device=device, compute_type=compute,
-                                 cpu_threads=settings.cpu_threads or min(4, os.cpu_count() or 1))
-            _models[key] = model
-        return model
-
-
 def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, language: str | None = None,
                offset: float = 0.0, word_timestamps: bool = True,
                vad_filter: bool = True) -> Recognition:
     """Recognise `audio` (16 kHz mono float32); segment times are shifted by `offset` seconds.
+
+    The engine is whisperx where it is usable and word timings are wanted (its alignment gives them), else
+    faster-whisper. Every engine segment then passes the same checks here: text nobody said is dropped
+    (`hallucination`), and a long segment is cut at sentence ends and pauses (`split_long`).
 
     Segments come from a generator, one at a time as the engine decodes them, so callers can commit
     and publish each one before the next exists.
@@ -80,30 +54,16 @@ def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, langua
     previous chunk's text as initial_prompt raised word errors (2.9% -> 3.6%) and, with CTranslate2's MKL
     backend (its default on Intel CPUs), made decoding 35% slower; each chunk is cut at a pause anyway.
     """
-    from workers import asr_whisperx
-
-    if asr_whisperx.usable(settings) and word_timestamps:
-        recognition = asr_whisperx.transcribe(settings, audio, model_name=model_name, language=language,
-                                              offset=offset)
-        if recognition is not None:
-            return recognition
-    model = load_model(settings, model_name)
-    kwargs = dict(
-        language=language,
-        beam_size=settings.beam_size,
-        word_timestamps=word_timestamps,
-        vad_filter=vad_filter,
-    )
-    size = batch_size(settings)
-    if size > 0:
-        from faster_whisper import BatchedInferencePipeline
-
-        segments, info = BatchedInferencePipeline(model).transcribe(audio, batch_size=size, **kwargs)
-    else:
-        segments, info = model.transcribe(audio, **kwargs)
+    result = None
+    for engine in ENGINES:
+        if engine.usable(settings) and (word_timestamps or engine is asr_faster_whisper.ENGINE):
+            result = engine.recognise(settings, audio, model_name=model_name, language=language,
+                                      word_timestamps=word_timestamps, vad_filter=vad_filter)
+            if result is not None:
+                break
 
     def produce() -> Iterator[RecognisedSegment]:
-        for seg in segments:
+        for seg in result.segments:
             text = seg.text.strip()
             if not text:
                 continue
@@ -113,13 +73,14 @@ def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, langua
                          reason, text[:80])
                 continue
             words = [Word(round(w.start + offset, 3), round(w.end + offset, 3), w.word, round(w.probability, 4))
-                     for w in (seg.words or [])]
+                     for w in seg.words]
             yield from split_long(RecognisedSegment(
                 start=round(seg.start + offset, 3), end=round(seg.end + offset, 3), text=text, words=words,
                 avg_logprob=seg.avg_logprob, no_speech_prob=seg.no_speech_prob,
             ))
 
-    return Recognition(language=info.language, language_probability=info.language_probability, segments=produce())
+    return Recognition(language=result.language, language_probability=result.language_probability,
+                       segments=produce())
 
 
 def hallucination(seg) -> str | None:

@@ -12,9 +12,9 @@ import threading
 
 import numpy as np
 
-from services import modelstore
 from parley.config import Settings
-from workers.recognition import Recognition, RecognisedSegment, Word, batch_size, device_and_compute
+from services import modelstore
+from workers.recognition import EngineResult, EngineSegment, Word, batch_size, device_and_compute
 
 log = logging.getLogger(__name__)
 
@@ -67,30 +67,36 @@ def _aligner(settings: Settings, language: str):
         return _aligners[language]
 
 
-def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, language: str | None,
-               offset: float = 0.0) -> Recognition | None:
-    """Recognise and align `audio`; None when alignment is unavailable, so the caller uses faster-whisper."""
-    import whisperx
+class WhisperX:
+    """whisperx on a GPU host: batched recognition, then wav2vec2 word alignment."""
 
-    result = _model(settings, model_name).transcribe(audio, batch_size=batch_size(settings) or 16,
-                                                      language=language)
-    lang = result.get("language") or language or "en"
-    aligner = _aligner(settings, lang)
-    if aligner is None:
-        return None
-    model_a, metadata = aligner
-    aligned = whisperx.align(result["segments"], model_a, metadata, audio, device_and_compute(settings)[0],
-                             return_char_alignments=False)
+    name = "whisperx"
 
-    def produce():
-        for seg in aligned["segments"]:
-            text = (seg.get("text") or "").strip()
-            if not text:
-                continue
-            words = [Word(round(w["start"] + offset, 3), round(w["end"] + offset, 3), " " + w["word"],
-                          round(float(w.get("score", 0.0)), 4))
-                     for w in seg.get("words", []) if "start" in w and "end" in w]
-            yield RecognisedSegment(start=round(seg["start"] + offset, 3), end=round(seg["end"] + offset, 3),
-                                    text=text, words=words, avg_logprob=0.0, no_speech_prob=0.0)
+    def usable(self, settings: Settings) -> bool:
+        return usable(settings)
 
-    return Recognition(language=lang, language_probability=1.0, segments=produce())
+    def recognise(self, settings: Settings, audio: np.ndarray, *, model_name: str, language: str | None,
+                  word_timestamps: bool = True, vad_filter: bool = True) -> EngineResult | None:
+        """Recognise and align `audio`; None when alignment is unavailable, so faster-whisper runs instead."""
+        import whisperx
+
+        result = _model(settings, model_name).transcribe(audio, batch_size=batch_size(settings) or 16,
+                                                          language=language)
+        lang = result.get("language") or language or "en"
+        aligner = _aligner(settings, lang)
+        if aligner is None:
+            return None
+        model_a, metadata = aligner
+        aligned = whisperx.align(result["segments"], model_a, metadata, audio, device_and_compute(settings)[0],
+                                 return_char_alignments=False)
+
+        def produce():
+            for seg in aligned["segments"]:
+                words = [Word(w["start"], w["end"], " " + w["word"], float(w.get("score", 0.0)))
+                         for w in seg.get("words", []) if "start" in w and "end" in w]
+                yield EngineSegment(start=seg["start"], end=seg["end"], text=seg.get("text") or "", words=words)
+
+        return EngineResult(language=lang, language_probability=1.0, segments=produce())
+
+
+ENGINE = WhisperX()

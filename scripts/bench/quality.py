@@ -229,7 +229,7 @@ def bare_model(settings, model: str):
     from faster_whisper import WhisperModel
     from services import modelstore
 
-    threads = settings.cpu_threads or min(4, os.cpu_count() or 1)  # what workers/asr.py load_model passes
+    threads = settings.cpu_threads or min(4, os.cpu_count() or 1)  # what workers/asr_faster_whisper.py load_model passes
     return WhisperModel(str(modelstore.model_path(settings.model_dir, model)), device="cpu",
                         compute_type="int8", cpu_threads=threads)
 

@@ -4,7 +4,7 @@
 The same audio (tests/audio clips joined by ffmpeg into one file of at least `--minutes` minutes), the same
 model, compute type and CPU threads go through:
 
-1. bare: one faster-whisper call in this process, set up exactly as workers/asr.py sets it up (see
+1. bare: one faster-whisper call in this process, set up exactly as workers/asr_faster_whisper.py sets it up (see
    `bare_transcribe`): audio decoded by workers.audio.decode (the worker's ffmpeg pipe), WhisperModel(path,
    device, compute_type, cpu_threads) from the same Settings fields, transcribe(language=None, beam_size=
    settings.beam_size, word_timestamps=True, vad_filter=True, initial_prompt=None), or
@@ -111,10 +111,10 @@ class Bare:
         from faster_whisper import WhisperModel
 
         from services import modelstore
-        from workers import asr
+        from workers.recognition import device_and_compute
 
         self.settings = settings_for(env)
-        device, compute = asr.device_and_compute(self.settings)
+        device, compute = device_and_compute(self.settings)
         self.describe = (f"device={device} compute_type={compute} cpu_threads={self.settings.cpu_threads} "
                          f"beam_size={self.settings.beam_size} word_timestamps=True vad_filter=True")
         self.model = WhisperModel(str(modelstore.model_path(MODEL_DIR, model_name)), device=device,
