@@ -72,35 +72,106 @@ def test_active_count_and_reset(stack):
     assert stack.get(f"/api/sessions/{running}").json()["status"] == "failed"
 
 
-FAKE_NVIDIA_SMI = """#!/bin/sh
-case "$*" in
-  *query-gpu*) echo "0, NVIDIA H100 80GB HBM3, [N/A], P0, 81559, 1234, 80325, 5, 1, 31, 71.50, 700.00, 550.54.15, GPU-5f1e" ;;
-  *query-compute-apps*) echo "GPU-5f1e, 4242, /srv/parley/.venv/bin/python, 1100" ;;
-  -q) printf '==============NVSMI LOG==============\\nDriver Version                            : 550.54.15\\nCUDA Version                              : 12.4\\n' ;;
-esac
-"""
+class StandInNvml:
+    """NVML as nvidia-ml-py presents it on an H100 host: the answers of the real library there (the fan is not
+    supported on that board). The real library is the boundary: no GPU and no NVIDIA driver on this machine."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    class NVMLError(Exception):
+        pass
+
+    class Memory:
+        total, used, free = 81559 * 2**20, 1234 * 2**20, 80325 * 2**20
+
+    class Rates:
+        gpu, memory = 5, 1
+
+    class Proc:
+        pid, usedGpuMemory = None, 1100 * 2**20
+
+    def __init__(self, pid: int):
+        self.Proc.pid = pid
+        self.inits = 0
+
+    def nvmlInit(self):
+        self.inits += 1
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("gpu", index)
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetFanSpeed(self, handle):
+        raise self.NVMLError("Not Supported")
+
+    def nvmlDeviceGetPerformanceState(self, handle):
+        return 0
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return self.Memory
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return self.Rates
+
+    def nvmlDeviceGetTemperature(self, handle, sensor):
+        return 31
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 71500  # milliwatts
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle):
+        return 700000
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [self.Proc]
+
+    def nvmlSystemGetDriverVersion(self):
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion(self):
+        return 12040
 
 
-def test_gpu_stats_list_the_gpus_processes_and_the_cuda_version(tmp_path, monkeypatch):
-    """There is no GPU here: a stand-in nvidia-smi (the boundary) prints what the real one prints on an H100
-    host, so the parsing is what is tested. Without nvidia-smi the answer says CPU, with nothing invented."""
+def test_gpu_stats_list_the_gpus_processes_and_the_cuda_version(monkeypatch):
+    """With NVML answering as on an H100 host (a stand-in: there is no GPU here), every figure lands in its field;
+    with the real nvidia-ml-py on this driverless machine, the answer says CPU, with nothing invented."""
     import os
-    import stat
+    import sys
 
+    import psutil
+    import pytest
+
+    from services import gpu
     from web.system import gpu_stats
 
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text(FAKE_NVIDIA_SMI)
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    stats = gpu_stats()
+    stand_in = StandInNvml(pid=os.getpid())
+    monkeypatch.setitem(sys.modules, "pynvml", stand_in)
+    gpu._nvml.cache_clear()
+    try:
+        stats = gpu_stats()
+        stats_again = gpu_stats()
+    finally:
+        gpu._nvml.cache_clear()
+    assert stand_in.inits == 1  # initialised once per process, not per request
+    assert stats == stats_again
     assert stats["available"] and stats["cudaVersion"] == "12.4" and stats["driverVersion"] == "550.54.15"
-    assert stats["gpus"][0]["processes"] == [{"pid": 4242, "name": "/srv/parley/.venv/bin/python",
-                                              "memoryUsedMb": 1100.0}]
-    assert stats["gpus"][0]["fanSpeedPercent"] is None and stats["summary"]["totalMemoryMb"] == 81559
+    card = stats["gpus"][0]
+    assert (card["name"], card["performanceState"], card["fanSpeedPercent"]) == ("NVIDIA H100 80GB HBM3", "P0", None)
+    assert card["memory"] == {"totalMb": 81559, "usedMb": 1234, "freeMb": 80325}
+    assert card["power"] == {"drawWatts": 71.5, "limitWatts": 700.0} and card["temperature"]["currentCelsius"] == 31
+    assert card["processes"] == [{"pid": os.getpid(), "name": psutil.Process().exe(), "memoryUsedMb": 1100.0}]
+    assert stats["summary"]["totalMemoryMb"] == 81559 and stats["summary"]["avgGpuUtilizationPercent"] == 5
 
-    fake.unlink()
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.delitem(sys.modules, "pynvml")
+    import pynvml  # the real nvidia-ml-py: no driver here, so its initialisation fails
+
+    with pytest.raises(pynvml.NVMLError):
+        pynvml.nvmlInit()
     stats = gpu_stats()
     assert (stats["available"], stats["cudaVersion"], stats["gpus"], stats["executionProvider"]) == (
         False, None, [], "cpu")

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psutil
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
@@ -93,13 +94,10 @@ def _duration(seconds: float) -> str:
 
 
 def _started_at(pid: int) -> float | None:
-    """When process `pid` started (Unix time), from /proc; None where /proc cannot tell."""
+    """When process `pid` started (Unix time); None where that cannot be known (gone, not ours to see)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime"))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: start time in ticks
-    except (OSError, IndexError, ValueError, StopIteration):
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
         return None
 
 

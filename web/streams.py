@@ -17,15 +17,17 @@ from collections.abc import Callable, Iterator
 
 import peewee
 import redis
+import tenacity
 
 from models import db
-from services import events
 from parley.redisconn import client
+from services import events
 
 log = logging.getLogger(__name__)
 
 RESYNC = {"type": "_resync"}  # put to every client when the subscription was broken: re-read the log
 HEARTBEAT = None
+RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0  # the event hub's waits between tries to reach Redis again
 
 
 class EventHub:
@@ -38,6 +40,7 @@ class EventHub:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
+        self._failures = 0  # tries to reach Redis since the last subscription that worked
 
     def start(self) -> None:
         with self._lock:
@@ -80,32 +83,43 @@ class EventHub:
             self._deliver(job_id, RESYNC)
 
     def _run(self) -> None:
-        backoff = 0.5
-        while True:
-            conn = client(self.redis_url, blocking=True, max_connections=2)
-            try:
-                pubsub = conn.pubsub(ignore_subscribe_messages=True)
-                pubsub.psubscribe(events.CHANNEL_PREFIX + "*")
-                self.connected.set()
-                # Anything published while we were not subscribed is in the log.
-                self._broadcast_resync()
-                backoff = 0.5
-                while True:
-                    message = pubsub.get_message(timeout=5.0)
-                    if message is None or message.get("type") != "pmessage":
-                        continue
-                    try:
-                        event = json.loads(message["data"])
-                    except (TypeError, ValueError):
-                        continue
-                    self._deliver(event.get("job_id", ""), event)
-            except redis.RedisError as exc:
-                self.connected.clear()
-                log.warning("event hub lost Redis (%s); reconnecting in %.1fs", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                conn.close()
+        # tenacity reconnects for ever: 0.5 s, doubling to 10 s between tries; a subscription that worked
+        # starts the count again (`_listen` resets it).
+        for attempt in tenacity.Retrying(retry=tenacity.retry_if_exception_type(redis.RedisError),
+                                         wait=self._backoff, before_sleep=self._lost):
+            with attempt:
+                self._listen()
+
+    def _backoff(self, retry_state: tenacity.RetryCallState) -> float:
+        self._failures += 1
+        return min(RECONNECT_FIRST_S * 2 ** (self._failures - 1), RECONNECT_MAX_S)
+
+    def _lost(self, retry_state: tenacity.RetryCallState) -> None:
+        self.connected.clear()
+        log.warning("event hub lost Redis (%s); reconnecting in %.1fs", retry_state.outcome.exception(),
+                    retry_state.next_action.sleep)
+
+    def _listen(self) -> None:
+        """Subscribe and relay until Redis fails (a RedisError)."""
+        conn = client(self.redis_url, blocking=True, max_connections=2)
+        try:
+            pubsub = conn.pubsub(ignore_subscribe_messages=True)
+            pubsub.psubscribe(events.CHANNEL_PREFIX + "*")
+            self.connected.set()
+            self._failures = 0
+            # Anything published while we were not subscribed is in the log.
+            self._broadcast_resync()
+            while True:
+                message = pubsub.get_message(timeout=5.0)
+                if message is None or message.get("type") != "pmessage":
+                    continue
+                try:
+                    event = json.loads(message["data"])
+                except (TypeError, ValueError):
+                    continue
+                self._deliver(event.get("job_id", ""), event)
+        finally:
+            conn.close()
 
 
 def _drain(q: queue.Queue) -> None:

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import functools
-import shutil
-import subprocess
 import threading
 import time
 
@@ -13,12 +10,12 @@ from flask import Blueprint, current_app, jsonify
 
 from jobs.heartbeats import alive_workers
 from models import AnalysisJob, Job, Session, db
-from services import events
+from services import events, gpu
 
 system_bp = Blueprint("system", __name__, url_prefix="/api")
 
 ACTIVE_ANALYSIS = ("generating_strategy", "pending", "mapping", "reducing", "canceling")
-GPU_CACHE_S = 1.5  # the sidebar polls every 2 s; nvidia-smi costs tens of milliseconds
+GPU_CACHE_S = 1.5  # the sidebar polls every 2 s; one answer serves every tab open on it
 RESET_MESSAGE = "Transcription reset by the operator; re-queue it with `parley retranscribe --failed`."
 
 
@@ -117,85 +114,13 @@ _gpu_cache: dict = {}
 _gpu_lock = threading.Lock()
 
 
-def _system_memory() -> dict:
-    info = {}
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            key, value = line.split(":", 1)
-            info[key] = int(value.split()[0]) / 1024  # kB -> MB
-    total, free = info["MemTotal"], info.get("MemAvailable", info.get("MemFree", 0))
-    return {"totalMb": round(total), "usedMb": round(total - free), "freeMb": round(free),
-            "percentUsed": round(100 * (total - free) / total, 1)}
-
-
-def _smi(*args: str) -> str:
-    return subprocess.run(["nvidia-smi", *args], capture_output=True, text=True, timeout=5, check=True).stdout
-
-
-def _gpu_processes() -> dict[str, list[dict]]:
-    """GPU uuid -> the compute processes on it ({pid, name, memoryUsedMb}); empty where none run."""
-    out = _smi("--query-compute-apps=gpu_uuid,pid,process_name,used_memory", "--format=csv,noheader,nounits")
-    found: dict[str, list[dict]] = {}
-    for line in out.strip().splitlines():
-        c = [x.strip() for x in line.split(",")]
-        if len(c) < 4 or not c[1].isdigit():
-            continue
-        try:
-            used = float(c[3])
-        except ValueError:  # "[N/A]" where the driver does not account per process
-            used = 0.0
-        found.setdefault(c[0], []).append({"pid": int(c[1]), "name": c[2], "memoryUsedMb": used})
-    return found
-
-
-@functools.lru_cache(maxsize=1)
-def _cuda_version() -> str | None:
-    """The CUDA version the driver supports, as `nvidia-smi -q` prints it (e.g. "12.4"). Asked once per
-    process: the full query is slow, and the driver does not change under a running process."""
-    for line in _smi("-q").splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "CUDA Version" and value.strip() and value.strip() != "N/A":
-            return value.strip()
-    return None
-
-
-def _nvidia_smi() -> tuple[list[dict], str | None, str | None]:
-    fields = ("index,name,fan.speed,pstate,memory.total,memory.used,memory.free,utilization.gpu,"
-              "utilization.memory,temperature.gpu,power.draw,power.limit,driver_version,uuid")
-    out = _smi(f"--query-gpu={fields}", "--format=csv,noheader,nounits")
-    processes = _gpu_processes()
-
-    def num(value: str):
-        try:
-            return float(value)
-        except ValueError:  # "[N/A]", "[Not Supported]"
-            return None
-
-    gpus, driver = [], None
-    for line in out.strip().splitlines():
-        c = [x.strip() for x in line.split(",")]
-        driver = c[12]
-        gpus.append({"id": int(c[0]), "name": c[1], "fanSpeedPercent": num(c[2]), "performanceState": c[3],
-                     "memory": {"totalMb": num(c[4]) or 0, "usedMb": num(c[5]) or 0, "freeMb": num(c[6]) or 0},
-                     "utilization": {"gpuPercent": num(c[7]), "memoryPercent": num(c[8])},
-                     "temperature": {"currentCelsius": num(c[9])},
-                     "power": {"drawWatts": num(c[10]), "limitWatts": num(c[11])},
-                     "processes": processes.get(c[13], []), "isUnifiedMemory": False})
-    return gpus, driver, _cuda_version() if gpus else None
-
-
 def _mean(values):
     values = [v for v in values if v is not None]
     return round(sum(values) / len(values), 1) if values else None
 
 
 def gpu_stats() -> dict:
-    gpus, driver, cuda = [], None, None
-    if shutil.which("nvidia-smi"):
-        try:
-            gpus, driver, cuda = _nvidia_smi()
-        except (subprocess.SubprocessError, OSError, IndexError, ValueError):
-            gpus = []
+    gpus, driver, cuda = gpu.gpus()
     summary = {
         "gpuCount": len(gpus), "totalMemoryMb": sum(g["memory"]["totalMb"] for g in gpus),
         "totalMemoryUsedMb": sum(g["memory"]["usedMb"] for g in gpus),
@@ -207,7 +132,7 @@ def gpu_stats() -> dict:
         "isUnifiedMemory": False,
     }
     return {"available": bool(gpus), "driverVersion": driver, "cudaVersion": cuda, "gpus": gpus, "summary": summary,
-            "executionProvider": "gpu" if gpus else "cpu", "systemMemory": _system_memory()}
+            "executionProvider": "gpu" if gpus else "cpu", "systemMemory": gpu.system_memory()}
 
 
 @system_bp.get("/system/gpu-stats")
