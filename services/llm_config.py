@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 
 from models import LlmSettings, db
-from services import llmstore
 from parley.config import Settings, get_settings
+from services import llmstore
 
 def default_context_cap() -> int:
     """Context used when none is configured (PARLEY_LLM_DEFAULT_CONTEXT, default 8192): a model's own

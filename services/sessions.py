@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from models import Chat, Job, Message, Paragraph, Segment, Session, db
-from parley.errors import Unavailable
+from parley.errors import Conflict
 from parley.timestamps import now_ms
 from services.tokens import count_tokens
 
@@ -111,7 +111,7 @@ def delete_session(session: Session, audio_dir: Path) -> None:
             log.warning("could not remove %s: %s", name, exc)
 
 
-class SessionBusy(Unavailable):
+class SessionBusy(Conflict):
     """The session cannot be re-transcribed now; the message says why."""
 
 

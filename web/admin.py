@@ -12,8 +12,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from models import ModelPull
 from services import backup, restore, search
 from services.templates import ensure_system_templates
+from web.context import settings
 from web.errors import ApiError, bad_request
-from web.transcribe import settings
 
 log = logging.getLogger(__name__)
 

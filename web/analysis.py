@@ -8,14 +8,15 @@ from flask import Blueprint, Response, jsonify
 
 from models import AnalysisJob, AnalysisSummary, LlmSettings, Session, db
 from models.statuses import TERMINAL
-from services import llm_config, llmstore
 from parley.timestamps import now_ms
+from services import llm_config, llmstore
+from services.queue import send_job
 from services.tokens import count_tokens, active_model_path
 from web import forms, sse
+from web.context import hub, settings
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, numeric_id
 from web.streams import RESYNC
-from web.transcribe import enqueue, hub, settings
 
 analysis_bp = Blueprint("analysis", __name__, url_prefix="/api/analysis-jobs")
 
@@ -140,7 +141,7 @@ def create_job():
         LlmSettings.update(active_model=model, base_url=base_url, context_size=context,
                            **{k: v for k, v in params.items() if v is not None and k != "thinking_budget"}).where(
             LlmSettings.id == row.id).execute()
-    enqueue("analyze", job, cleanup=lambda: job.delete_instance(recursive=True))
+    send_job("analyze", job.id, undo=lambda: job.delete_instance(recursive=True))
     return jsonify(jobId=job.id), 202
 
 

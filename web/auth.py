@@ -10,8 +10,8 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, redirect,
 from flask_limiter import Limiter, RequestLimit
 from limits import parse_many
 
-from services import api_tokens
 from parley.config import get_settings
+from services import api_tokens
 from web.errors import error_body
 
 log = logging.getLogger(__name__)

@@ -10,16 +10,17 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from models import Chat, LlmJob, Message, db
 from models.statuses import TERMINAL
+from parley.timestamps import now_ms
 from services import llm_config, llmstore, search
 from services.chat_context import RESERVED_OUTPUT_TOKENS
+from services.queue import send_job
 from services.templates import get_template_text
-from parley.timestamps import now_ms
 from services.tokens import active_model_path, count_tokens
 from web import forms, sse
+from web.context import hub, settings
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body, numeric_id, session_or_404
 from web.streams import RESYNC
-from web.transcribe import enqueue, hub, settings
 
 chats_bp = Blueprint("chats", __name__, url_prefix="/api")
 
@@ -132,7 +133,7 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
             LlmJob.delete().where(LlmJob.id == job.id).execute()
             user.delete_instance()
 
-    enqueue("generate", job, cleanup=undo)
+    send_job("generate", job.id, undo=undo)
     search.request_index_chat(chat.id)  # the user's message
     first_usage = context_usage(chat)
     conn: redis.Redis = current_app.extensions["parley_redis"]

@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 from playhouse.pool import MaxConnectionsExceeded
 from werkzeug.exceptions import HTTPException
 
-from parley.errors import ParleyError
+from parley.errors import Conflict, InvalidInput, NotFound, ParleyError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,14 @@ def register_error_handlers(app: Flask) -> None:
         if exc.status == 507:
             drain_request_body()
         return jsonify({**error_body(exc.status, exc.message), **exc.body}), exc.status
+
+    @app.errorhandler(ParleyError)
+    def _use_case_error(exc: ParleyError):
+        # A service's error reaches the client with its own message; the kind sets the status.
+        for kind, status in ((InvalidInput, 400), (NotFound, 404), (Conflict, 409), (Unavailable, 503)):
+            if isinstance(exc, kind):
+                return _api_error(ApiError(status, str(exc)))
+        return _unhandled(exc)
 
     @app.errorhandler(peewee.OperationalError)
     @app.errorhandler(peewee.InterfaceError)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from services import modelstore
 from parley.config import Settings
 from parley.languages import WHISPER_LANGUAGES
+from services import modelstore
 from web.errors import bad_request
 
 _TRUE = {"1", "true", "yes", "on"}

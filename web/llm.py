@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 
 from flask import Blueprint, current_app, jsonify, request
 
 from jobs.heartbeats import alive_workers
-from models import LlmJob, db
+from models import LlmJob
 from services import llm_config, llmstore, remote_llm
+from services.llm_jobs import queue_llm_job
 from web import forms
+from web.context import settings
 from web.errors import ApiError, bad_request, not_found
 from web.sessions import json_body
-from web.transcribe import enqueue, settings
 
 llm_bp = Blueprint("llm", __name__, url_prefix="/api/llm")
 
@@ -34,15 +34,6 @@ def _remote_models(base_url: str, token: str | None) -> list[dict]:
              "details": {"format": "remote", "family": m["owned_by"], "families": None,
                          "parameter_size": "", "quantization_level": ""},
              "defaultContextSize": m["context_length"]} for m in data]
-
-
-def queue_llm_job(kind: str, *, model: str | None = None, params: dict | None = None) -> LlmJob:
-    """Store an LLM job and put it on the `llm` queue (503 and nothing stored when the queue is down)."""
-    with db.atomic():
-        job = LlmJob.create(id=str(uuid.uuid4()), kind=kind, params=params or {}, message="Queued",
-                            model_name=model if model is not None else llm_config.current().active_model)
-    enqueue("generate", job, cleanup=lambda: LlmJob.delete().where(LlmJob.id == job.id).execute())
-    return job
 
 
 @llm_bp.get("/available-models")

@@ -7,10 +7,12 @@ from flask import Blueprint, jsonify, request
 
 from models import Job, db
 from services import events, modelstore
+from services.queue import send_job
 from web import forms
+from web.context import hub, settings
 from web.errors import ApiError, bad_request, not_found
 from web.streams import wait_until_finished
-from web.transcribe import enqueue, hub, receive_audio, settings, spec_status
+from web.transcribe import receive_audio, spec_status
 
 retranslate_bp = Blueprint("retranslate", __name__, url_prefix="/api/retranslate")
 
@@ -39,7 +41,7 @@ def _run_and_wait(job: Job, *, cleanup):
     wait_s = settings().retranslate_wait_s
     q = hub().register(job.id)  # before enqueueing: the worker may finish before we would listen
     try:
-        enqueue("retranscribe", job, cleanup=cleanup)
+        send_job("retranscribe", job.id, undo=cleanup)
         wait_until_finished(q, lambda: Job.get_by_id(job.id).status in Job.TERMINAL, timeout_s=wait_s)
     finally:
         hub().unregister(job.id, q)

@@ -12,11 +12,13 @@ from werkzeug.http import parse_range_header
 from jobs.heartbeats import alive_workers
 from models import Chat, Job, Paragraph, Session, db
 from parley import formats
+from parley.timestamps import now_ms
 from services import search
 from services.sessions import delete_session, live_paragraphs, refresh_token_count
-from parley.timestamps import now_ms
+from services.transcriptions import start_transcription
+from web.context import settings
 from web.errors import ApiError, bad_request, not_found
-from web.transcribe import receive_audio, settings, start_transcription
+from web.transcribe import receive_audio
 from web.uploads import safe_display_name
 
 sessions_bp = Blueprint("sessions", __name__, url_prefix="/api")

@@ -6,12 +6,13 @@ from flask import Blueprint, jsonify
 from models import LlmJob
 from models.statuses import TERMINAL
 from services import llm_config
+from services.llm_jobs import queue_llm_job
 from web import forms
+from web.context import hub, settings
 from web.errors import ApiError, bad_request, not_found
-from web.llm import queue_llm_job
 from web.sessions import json_body
 from web.streams import wait_until_finished
-from web.transcribe import hub, settings, spec_status
+from web.transcribe import spec_status
 
 summary_bp = Blueprint("summary", __name__, url_prefix="/api")
 

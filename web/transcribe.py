@@ -1,25 +1,23 @@
 """The transcription API: upload, job list, status, result and exports, debug, live streams."""
 from __future__ import annotations
 
-import datetime
 import json
 import time
-import uuid
 from pathlib import Path
 
-import dramatiq
-import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
 
-from models import Job, Segment, Session, db
+from models import Job, Segment
 from parley import formats
 from services import events, modelstore
 from services.media import MediaError, probe
+from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, start_transcription, today_noon_utc
 from web import forms, sse
+from web.context import hub, settings
 from web.errors import ApiError, bad_request, error_body, not_found
 from web.streams import job_events
-from web.uploads import StoredUpload, claim
+from web.uploads import claim
 from web.websockets import sock
 
 transcribe_bp = Blueprint("transcribe", __name__, url_prefix="/api/transcribe")
@@ -27,15 +25,7 @@ transcribe_bp = Blueprint("transcribe", __name__, url_prefix="/api/transcribe")
 RESULT_FORMATS = {"json", "srt", "vtt", "txt"}
 
 
-def settings():
-    return current_app.config["PARLEY_SETTINGS"]
-
-
-def hub():
-    return current_app.extensions["parley_hub"]
-
-
-def receive_audio(field: str) -> StoredUpload:
+def receive_audio(field: str) -> StoredAudio:
     """The uploaded file of form field `field`, stored and proven to be audio, or a 400."""
     part = request.files.get(field)
     if part is None:
@@ -49,61 +39,6 @@ def receive_audio(field: str) -> StoredUpload:
         upload.path.unlink(missing_ok=True)
         raise bad_request(f"{upload.original_name}: {exc}") from None
     return upload
-
-
-def enqueue(actor_name: str, job: Job, *, cleanup) -> None:
-    """Send the job's message to `actor_name`; if the queue cannot take it, undo with `cleanup` and answer 503."""
-    from jobs.send import send
-
-    try:
-        send(actor_name, job.id)
-    except (redis.RedisError, dramatiq.errors.DramatiqError) as exc:
-        cleanup()
-        raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
-
-
-# A job of the transcription API is a session of the sessions app too (one store, one search). The
-# sessions contract requires these fields to be non-empty; the values say where the session came from,
-# and the user can edit them there like any other session's.
-TRANSCRIPTION_API_SESSION = {"client_name": "Transcription API", "session_type": "Transcription API",
-                             "therapy": "N/A"}
-
-
-def today_noon_utc() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT12:00:00.000Z")
-
-
-def start_transcription(upload: StoredUpload, *, model_name: str, language: str | None, diarize: bool,
-                        num_speakers: int | None, session_fields: dict) -> tuple[Session, Job]:
-    """Create the session and its job, log the first event and enqueue; nothing is left if any step fails."""
-    try:
-        with db.atomic():
-            session = Session.create(
-                file_name=upload.original_name, audio_path=upload.stored_name, audio_sha256=upload.sha256,
-                audio_bytes=upload.size, status="queued", num_speakers=num_speakers if diarize else None,
-                **session_fields,
-            )
-            job = Job.create(
-                id=str(uuid.uuid4()), session=session, kind="transcribe", model_name=model_name, language=language,
-                diarize=diarize, num_speakers=num_speakers, audio_path=upload.stored_name,
-                audio_sha256=upload.sha256, message="Queued for transcription",
-            )
-            session.whisper_job_id = job.id
-            session.save(only=[Session.whisper_job_id])
-            first = events.record(job.id, "status", events.status_payload(job))
-    except Exception:
-        upload.path.unlink(missing_ok=True)  # the database refused (locked, full): keep no orphan recording
-        raise
-
-    def undo():
-        with db.atomic():
-            Job.delete().where(Job.id == job.id).execute()
-            Session.delete().where(Session.id == session.id).execute()
-        upload.path.unlink(missing_ok=True)
-
-    enqueue("transcribe", job, cleanup=undo)
-    events.publish(first)
-    return session, job
 
 
 @transcribe_bp.get("/models")

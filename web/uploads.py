@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import os
 import re
@@ -13,6 +12,7 @@ from pathlib import Path
 from flask import Request, current_app, g
 from werkzeug.datastructures import FileStorage
 
+from services.transcriptions import StoredAudio
 from web.errors import disk_full, is_disk_full
 
 
@@ -72,13 +72,6 @@ def discard_unclaimed_uploads(exc=None) -> None:
         stream.path.unlink(missing_ok=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class StoredUpload:
-    path: Path  # final location
-    stored_name: str  # generated name inside the audio directory
-    original_name: str  # sanitised client file name, for display only
-    sha256: str
-    size: int
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -90,7 +83,7 @@ def safe_display_name(name: str | None, fallback: str) -> str:
     return base or fallback
 
 
-def claim(part: FileStorage, directory: Path) -> StoredUpload:
+def claim(part: FileStorage, directory: Path) -> StoredAudio:
     """Move the uploaded part to `directory` under a generated name (a rename: same file system)."""
     stream = part.stream
     if not isinstance(stream, HashingFile):
@@ -107,4 +100,4 @@ def claim(part: FileStorage, directory: Path) -> StoredUpload:
     final = directory / stored_name
     os.replace(stream.path, final)
     g.upload_files.remove(stream)
-    return StoredUpload(final, stored_name, original, stream.sha256.hexdigest(), stream.size)
+    return StoredAudio(final, stored_name, original, stream.sha256.hexdigest(), stream.size)

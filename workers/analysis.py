@@ -12,13 +12,13 @@ import types
 
 from models import AnalysisJob, AnalysisSummary, Session
 from models.statuses import TERMINAL
-from services import events, llm_config, usage
-from services.chat_context import head_and_tail
 from parley.config import Settings, get_settings
 from parley.errors import Canceled
+from parley.timestamps import now_ms
+from services import events, llm_config, usage
+from services.chat_context import head_and_tail
 from services.sessions import transcript_text
 from services.templates import get_template_text
-from parley.timestamps import now_ms
 from workers import llm
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ import time
 
 from models import Chat, LlmJob, Message, db
 from models.statuses import TERMINAL
-from services import events, llm_config, search, usage
-from services.chat_context import assemble
 from parley.config import Settings, get_settings
 from parley.redisconn import client
 from parley.timestamps import now_ms
+from services import events, llm_config, search, usage
+from services.chat_context import assemble
 from workers import llm
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ from pathlib import Path
 import peewee
 
 from models import Job, Paragraph, Segment, Session, db
-from services import events, modelstore, search, sessions, usage
 from parley.config import Settings, get_settings
 from parley.errors import Canceled, ParleyError
+from services import events, modelstore, search, sessions, usage
 from services.media import MediaError
 from workers import asr, diarize, turns
 from workers.audio import SAMPLE_RATE, decode, plan_chunks
