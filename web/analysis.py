@@ -6,12 +6,10 @@ import queue
 
 from flask import Blueprint, Response, jsonify
 
-from models import AnalysisJob, AnalysisSummary, LlmSettings, Session, db
+from models import AnalysisJob, AnalysisSummary, Session, db
 from models.statuses import TERMINAL
 from parley.timestamps import now_ms
-from services import llm_config, llmstore
-from services.queue import send_job
-from services.tokens import count_tokens, active_model_path
+from services import analyses, llm_config
 from web import forms, sse
 from web.context import hub, settings
 from web.errors import ApiError, bad_request, not_found
@@ -21,7 +19,6 @@ from web.streams import RESYNC
 analysis_bp = Blueprint("analysis", __name__, url_prefix="/api/analysis-jobs")
 
 MAX_SESSIONS, PROMPT_CHARS = 50, (10, 5000)
-CONTEXT_BUFFER = 4096  # room for instructions and the answer when the server estimates the context
 
 
 def channel_id(job_id: int) -> str:
@@ -86,41 +83,14 @@ def create_job():
     if not isinstance(prompt, str) or not PROMPT_CHARS[0] <= len(prompt.strip()) <= PROMPT_CHARS[1]:
         raise bad_request(f"prompt must be {PROMPT_CHARS[0]} to {PROMPT_CHARS[1]} characters")
     prompt = prompt.strip()
-    sessions = {s.id: s for s in Session.select().where(Session.id.in_(ids))}
-    missing = [i for i in ids if i not in sessions]
-    if missing:
-        raise bad_request(f"unknown session id(s): {', '.join(map(str, missing))}")
-    unready = [i for i in ids if sessions[i].status != "completed"]
-    if unready:
-        raise bad_request(f"session(s) without a finished transcript: {', '.join(map(str, unready))}")
     map_prompt = body.get("mapPhaseSystemPrompt")
     if map_prompt is not None and (not isinstance(map_prompt, str) or len(map_prompt) > 2000):
         raise bad_request("mapPhaseSystemPrompt must be a string of at most 2000 characters")
-
-    row = llm_config.current()
     base = body.get("baseUrl")
     base_url = None if base is None or llm_config.is_local(base) else base
     if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
                                  or len(base_url) > 2048):
         raise bad_request("baseUrl must be an http(s) URL")
-    model = body.get("modelName") or row.active_model
-    if not isinstance(model, str) or not model:
-        raise bad_request("modelName is required when no model is active")
-    max_context = None
-    if base_url is None:
-        info = llmstore.find(settings(), model)
-        if info is None:
-            raise bad_request(f"model {model!r} is not in the model store")
-        max_context = info.context_length
-    context = forms.as_int("contextSize", body.get("contextSize"), lo=1)
-    if context is not None and max_context and context > max_context:
-        raise bad_request(f"contextSize {context} is larger than the model's maximum of {max_context}")
-    if context is None and max_context:
-        largest = max(s.transcript_token_count or 0 for s in sessions.values())
-        needed = largest + count_tokens(prompt, gguf=active_model_path()) + CONTEXT_BUFFER
-        if needed > max_context:
-            raise bad_request(f"the longest transcript needs about {needed} tokens of context; the model has "
-                              f"{max_context}")
     params = {
         "temperature": _optional_range(body, "temperature", 0.0, 2.0),
         "top_p": _optional_range(body, "topP", 0.0, 1.0),
@@ -128,20 +98,11 @@ def create_job():
         "num_gpu_layers": forms.as_int("numGpuLayers", body.get("numGpuLayers"), lo=0),
         "thinking_budget": forms.as_int("thinkingBudget", body.get("thinkingBudget"), lo=-1),
     }
-    advanced = forms.as_bool("useAdvancedStrategy", body.get("useAdvancedStrategy"), default=False)
-    with db.atomic():
-        job = AnalysisJob.create(
-            original_prompt=prompt, short_prompt=f'Analysis of "{prompt[:30]}..." (summarizing)',
-            status="generating_strategy" if advanced else "pending", created_at_ms=now_ms(),
-            use_advanced_strategy=advanced, model_name=model, context_size=context, llm_base_url=base_url,
-            map_phase_system_prompt=map_prompt or None, **params)
-        for sid in ids:
-            AnalysisSummary.create(analysis_job=job, session=sid)
-        # As in the sessions client's backend: the job's model and parameters become the active settings.
-        LlmSettings.update(active_model=model, base_url=base_url, context_size=context,
-                           **{k: v for k, v in params.items() if v is not None and k != "thinking_budget"}).where(
-            LlmSettings.id == row.id).execute()
-    send_job("analyze", job.id, undo=lambda: job.delete_instance(recursive=True))
+    job = analyses.start_analysis(settings(), analyses.AnalysisRequest(
+        session_ids=ids, prompt=prompt, map_prompt=map_prompt, base_url=base_url, model=body.get("modelName"),
+        context_size=forms.as_int("contextSize", body.get("contextSize"), lo=1),
+        advanced=forms.as_bool("useAdvancedStrategy", body.get("useAdvancedStrategy"), default=False),
+        params=params))
     return jsonify(jobId=job.id), 202
 
 
