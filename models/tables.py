@@ -1,4 +1,4 @@
-"""Tables: sessions, transcription jobs, their segments and their event log."""
+"""The 15 tables: sessions, jobs and their segments, paragraphs and events; chats; LLM work; analyses; tokens."""
 from __future__ import annotations
 
 import json
