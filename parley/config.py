@@ -15,11 +15,12 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-def _var(default, env: str, doc: str, *, shown: str | None = None, aliases: tuple[str, ...] = ()):
-    """A field read from the variable `env` (or one of `aliases`); `shown` is the README's default column."""
+def _var(default, env: str, doc: str, *, shown: str | None = None, aliases: tuple[str, ...] = (), **bounds):
+    """A field read from the variable `env` (or one of `aliases`); `shown` is the README's default column;
+    `bounds` (gt, ge, le) are checked at start like the type."""
     extra = {"env": env, **({"shown": shown} if shown is not None else {})}
     return Field(default, validation_alias=AliasChoices(env, *aliases) if aliases else env, description=doc,
-                 json_schema_extra=extra)
+                 json_schema_extra=extra, **bounds)
 
 
 RATE_LIMIT_GROUPS = ("session uploads", "transcription uploads", "chat", "analysis")
@@ -40,9 +41,9 @@ class Settings(BaseSettings):
     database_url: str | None = _var(None, "DATABASE_URL", "`postgresql://user@host/db` for scale",
                                     shown="sqlite:///$PARLEY_DATA_DIR/parley.db")
     db_timeout_s: float = _var(10.0, "PARLEY_DB_TIMEOUT_S", "how long a request waits for a database lock or "
-                               "connection before answering 503", shown="10")
+                               "connection before answering 503 (at most 3600)", shown="10", gt=0, le=3600)
     redis_url: str = _var("redis://127.0.0.1:6379/0", "REDIS_URL", "queues and pub/sub")
-    max_upload_mb: int = _var(2048, "MAX_UPLOAD_MB", "larger uploads get 413")
+    max_upload_mb: int = _var(2048, "MAX_UPLOAD_MB", "larger uploads get 413", gt=0)
     backup_max_mb: int = _var(65536, "PARLEY_BACKUP_MAX_MB", "largest backup archive an import accepts")
     backup_max_json_mb: int = _var(512, "PARLEY_BACKUP_MAX_JSON_MB", "largest JSON member of a backup an import accepts")
 
@@ -50,14 +51,14 @@ class Settings(BaseSettings):
     default_model: str = _var("tiny.en", "PARLEY_DEFAULT_MODEL", "model when a request names none")
     retranslate_model: str = _var("large-v3-turbo", "PARLEY_RETRANSLATE_MODEL",
                                   "re-transcription model, when in the store (else the job's own)")
-    chunk_seconds: float = _var(120.0, "PARLEY_CHUNK_SECONDS", "target chunk length", shown="120")
+    chunk_seconds: float = _var(120.0, "PARLEY_CHUNK_SECONDS", "target chunk length", shown="120", gt=0)
     asr_engine: str = _var("auto", "PARLEY_ASR_ENGINE", "`faster-whisper`, or `whisperx` (used automatically on "
                            "CUDA hosts that have it installed with its alignment model)")
     device: str = _var("auto", "PARLEY_DEVICE", "`cuda` when a GPU is visible, else `cpu`; `cpu` or `cuda` to force")
     compute_type: str = _var("auto", "PARLEY_COMPUTE_TYPE", "`float16` on a GPU, `int8` on a CPU, or any CTranslate2 type")
     cpu_threads: int = _var(0, "PARLEY_CPU_THREADS", "CTranslate2 threads per worker", shown="0 (up to 4)")
     batch_size: int = _var(-1, "PARLEY_BATCH_SIZE", "batched inference", shown="-1 (auto: 16 on GPU, sequential on CPU)")
-    beam_size: int = _var(5, "PARLEY_BEAM_SIZE", "beam search width")
+    beam_size: int = _var(5, "PARLEY_BEAM_SIZE", "beam search width", ge=1)
     retranslate_wait_s: float = _var(30.0, "PARLEY_RETRANSLATE_WAIT_S",
                                      "how long a re-transcription request waits before answering 202", shown="30")
     job_max_retries: int = _var(3, "PARLEY_JOB_MAX_RETRIES",

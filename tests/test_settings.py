@@ -88,3 +88,6 @@ def test_parley_settings_shows_values_with_secrets_masked_and_names_a_bad_variab
     bad = subprocess.run([str(VENV_BIN / "parley"), "settings"], capture_output=True, text=True,
                          env={**env, "PARLEY_CHUNK_SECONDS": "two minutes"}, cwd=ROOT, timeout=60)
     assert bad.returncode != 0 and "PARLEY_CHUNK_SECONDS" in bad.stderr and "two minutes" in bad.stderr
+    out_of_range = subprocess.run([str(VENV_BIN / "parley"), "settings"], capture_output=True, text=True,
+                                  env={**env, "PARLEY_DB_TIMEOUT_S": "0"}, cwd=ROOT, timeout=60)
+    assert out_of_range.returncode != 0 and "PARLEY_DB_TIMEOUT_S" in out_of_range.stderr
