@@ -5,9 +5,15 @@ with it when the user picks one. Both read a base URL the same way.
 """
 from __future__ import annotations
 
-import openai
+from typing import TYPE_CHECKING
 
 from parley.errors import Unavailable
+
+if TYPE_CHECKING:
+    import openai
+
+# The SDK is imported where it is used: it takes half a second to import, paid by every web process at start
+# otherwise, for a feature most installs never use.
 
 # Servers without authentication ignore the header; the SDK insists on some key.
 NO_KEY = "no-key"
@@ -23,13 +29,17 @@ def api_base(base_url: str) -> str:
     return base if base.endswith("/v1") else base + "/v1"
 
 
-def client(base_url: str, token: str | None, *, timeout_s: float = 300, max_retries: int = 1) -> openai.OpenAI:
+def client(base_url: str, token: str | None, *, timeout_s: float = 300, max_retries: int = 1) -> "openai.OpenAI":
+    import openai
+
     return openai.OpenAI(base_url=api_base(base_url), api_key=token or NO_KEY, timeout=timeout_s,
                          max_retries=max_retries)
 
 
 def list_models(base_url: str, token: str | None, *, timeout_s: float = 5) -> list[dict]:
     """The server's models: id, owner, and the context length where the server says it (llama.cpp, vLLM)."""
+    import openai
+
     try:
         with client(base_url, token, timeout_s=timeout_s, max_retries=0) as api:
             models = list(api.models.list())

@@ -11,8 +11,6 @@ import hashlib
 import time
 from collections.abc import Callable, Iterator
 
-import openai
-
 from parley.logs import register_secret
 from services import remote_llm
 from services.tokens import count_tokens
@@ -44,6 +42,8 @@ class RemoteEngine:
 
     def chat(self, messages: list[dict], options: Options, *, should_cancel: Callable[[], bool] = lambda: False,
              on_piece: Callable[[Piece], None] = lambda p: None) -> Reply:
+        import openai  # loaded with the client already (services.remote_llm.client)
+
         extra: dict = {"repeat_penalty": options.repeat_penalty}
         if options.json_schema is not None:
             extra["response_format"] = {"type": "json_object", "schema": options.json_schema}
@@ -89,7 +89,7 @@ class RemoteEngine:
         self.client.close()
 
 
-def _said(exc: openai.APIStatusError) -> str:
+def _said(exc) -> str:
     """The server's own words about a refusal, short."""
     try:
         return exc.response.text[:300]
