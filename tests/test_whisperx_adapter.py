@@ -88,3 +88,11 @@ def test_missing_alignment_model_means_fall_back(stand_in):
 def tmp_model_path(settings):
     from services import modelstore
     return modelstore.model_path(settings.model_dir, "tiny.en")
+
+
+def test_declines_without_word_timings(stand_in):
+    """Alignment is what whisperx adds; without word timings faster-whisper runs, and whisperx loads nothing."""
+    adapter, settings, calls = stand_in
+    assert adapter.ENGINE.recognise(settings, np.zeros(16000, dtype=np.float32), model_name="tiny.en",
+                                    language=None, word_timestamps=False) is None
+    assert calls == []

@@ -56,7 +56,7 @@ def transcribe(settings: Settings, audio: np.ndarray, *, model_name: str, langua
     """
     result = None
     for engine in ENGINES:
-        if engine.usable(settings) and (word_timestamps or engine is asr_faster_whisper.ENGINE):
+        if engine.usable(settings):
             result = engine.recognise(settings, audio, model_name=model_name, language=language,
                                       word_timestamps=word_timestamps, vad_filter=vad_filter)
             if result is not None:

@@ -77,7 +77,10 @@ class WhisperX:
 
     def recognise(self, settings: Settings, audio: np.ndarray, *, model_name: str, language: str | None,
                   word_timestamps: bool = True, vad_filter: bool = True) -> EngineResult | None:
-        """Recognise and align `audio`; None when alignment is unavailable, so faster-whisper runs instead."""
+        """Recognise and align `audio`; None when alignment is unavailable, or word timings are not wanted (the
+        alignment is what whisperx adds), so faster-whisper runs instead."""
+        if not word_timestamps:
+            return None
         import whisperx
 
         result = _model(settings, model_name).transcribe(audio, batch_size=batch_size(settings) or 16,
