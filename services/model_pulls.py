@@ -35,7 +35,7 @@ def start_pull(settings: Settings, conn: redis.Redis, source_text: str, *, sha25
         if not lock.acquire():
             raise Conflict(f"A pull of {name} is already being started.")
     except redis.RedisError as exc:
-        raise QueueUnavailable(f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
+        raise QueueUnavailable.because(exc) from None
     try:
         if (llm_dir(settings) / name).exists():
             raise Conflict(f"The model {name} is already in the store.")

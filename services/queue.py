@@ -13,6 +13,10 @@ from parley.errors import Unavailable
 class QueueUnavailable(Unavailable):
     """Redis did not take the job's message; nothing of the request was kept."""
 
+    @classmethod
+    def because(cls, exc: Exception) -> "QueueUnavailable":
+        return cls(f"the job queue is unavailable ({type(exc).__name__}); try again shortly")
+
 
 def send_job(actor_name: str, job_id, *, undo: Callable[[], None]) -> None:
     """Send `job_id` to `actor_name`; if Redis refuses, run `undo` (delete what the use case stored) and raise."""
@@ -20,4 +24,4 @@ def send_job(actor_name: str, job_id, *, undo: Callable[[], None]) -> None:
         send(actor_name, job_id)
     except (redis.RedisError, dramatiq.errors.DramatiqError) as exc:
         undo()
-        raise QueueUnavailable(f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
+        raise QueueUnavailable.because(exc) from None

@@ -14,6 +14,7 @@ from models import Chat, Job, Paragraph, Session, db
 from parley import formats
 from parley.timestamps import now_ms
 from services import search
+from services.queue import QueueUnavailable
 from services.sessions import delete_session, live_paragraphs, refresh_token_count
 from services.transcriptions import start_transcription
 from web.context import settings
@@ -126,7 +127,7 @@ def readiness_gate(diarize: bool) -> None:
     try:
         workers = [w for w in alive_workers(current_app.extensions["parley_redis"]) if "asr" in w.get("queues", [])]
     except redis.RedisError as exc:
-        raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); try again shortly") from None
+        raise QueueUnavailable.because(exc) from None
     if not workers:
         raise ApiError(503, "no transcription worker is running; start one (see the Procfile) and try again")
     if diarize and not any(w.get("diarization") for w in workers):
