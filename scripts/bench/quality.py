@@ -282,6 +282,62 @@ def oracle_transcript(segments: list[dict], reference) -> list[dict]:
     return turns.label_segments(segments, [turns.SpeakerTurn(a, b, spk) for a, b, spk in sorted(reference)])
 
 
+# Frames of pyannote segmentation-3.0: one every 270 samples, each seeing 991 (the export's metadata).
+SEG_WINDOW, SEG_SHIFT, SEG_FIELD = 160000, 270, 991
+POWERSET = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32)
+
+
+def clustering_floor(audio: np.ndarray, reference, window_shift: float) -> list[tuple[float, float, str]]:
+    """Turns that the segmentation model would give with PERFECT clustering: what no clustering can beat.
+
+    The pyannote segmentation-3.0 ONNX runs over 10 s windows at Parley's step; each window's local speakers
+    go to the reference speakers they overlap most (one-to-one per window, Hungarian); then the turns are
+    rebuilt as pyannote and sherpa-onnx do: per frame, the speaker count is the rounded mean of the windows'
+    counts, and that many speakers are taken, the most active first. What is left is the segmentation
+    model's own error: speech it misses, and changes of talker it keeps under one local speaker.
+    """
+    import onnxruntime
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(audio)
+    step = int(SEG_WINDOW * window_shift)
+    starts = [0] if n <= SEG_WINDOW else list(range(0, n - SEG_WINDOW + 1, step))
+    if n > SEG_WINDOW and starts[-1] + SEG_WINDOW < n:
+        starts.append(n - SEG_WINDOW)
+    batch = np.zeros((len(starts), 1, SEG_WINDOW), dtype=np.float32)
+    for i, s in enumerate(starts):
+        batch[i, 0, :len(audio[s:s + SEG_WINDOW])] = audio[s:s + SEG_WINDOW]
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    model = onnxruntime.InferenceSession(str(MODEL_DIR / "diarization" / "segmentation-3.0.onnx"), options,
+                                         providers=["CPUExecutionProvider"])
+    active = POWERSET[model.run(None, {"x": batch})[0].argmax(-1)]  # (windows, frames, 3 local speakers)
+    frames = active.shape[1]
+    speakers = sorted({spk for _, _, spk in reference})
+    size = starts[-1] // SEG_SHIFT + frames
+    times = (np.arange(size) * SEG_SHIFT + SEG_FIELD / 2) / SAMPLE_RATE
+    truth = np.stack([np.any([(times >= a) & (times < b) for a, b, s in reference if s == spk], axis=0)
+                      for spk in speakers], axis=1)
+    score, count, seen = np.zeros((size, len(speakers))), np.zeros(size), np.zeros(size)
+    for w, s in enumerate(starts):
+        first = s // SEG_SHIFT
+        inside = min(frames, max(0, (n - s - SEG_FIELD // 2) // SEG_SHIFT + 1))
+        span = slice(first, first + inside)
+        seen[span] += 1
+        count[span] += active[w, :inside].sum(1)
+        overlap = active[w, :inside].T @ truth[span].astype(np.float32)
+        for local, spk in zip(*linear_sum_assignment(-overlap)):
+            score[span, spk] += active[w, :inside, local]
+    wanted = np.rint(count / np.maximum(seen, 1)).astype(int)
+    items = []
+    for f in np.flatnonzero(wanted):
+        for spk in np.argsort(-score[f])[:wanted[f]]:
+            if score[f, spk] > 0:
+                items.append((times[f] - SEG_SHIFT / 2 / SAMPLE_RATE, times[f] + SEG_SHIFT / 2 / SAMPLE_RATE,
+                              speakers[spk]))
+    return items
+
+
 BASELINE_DRIVER = r'''
 """Label segments with the previous engine (run inside its worktree); reads jobs JSON, writes results JSON."""
 import json, sys, time, warnings
@@ -627,18 +683,21 @@ def main() -> int:
         # The floor of the transcript view: the same segments labelled from the REFERENCE turns, so what is
         # left is Whisper's coverage and word timing, not the speaker engine.
         floor = seg_items(oracle_transcript(parley[(speaker_model, r.name)].segments, r.turns))
+        best = clustering_floor(audio[r.name], r.turns, settings.diarization_window_shift)
         for collar in COLLARS:
             ders[("floor", "", collar, r.name)] = der(r.turns, floor, r.duration, collar, r.name)
+            ders[("clustering floor", "", collar, r.name)] = der(r.turns, best, r.duration, collar, r.name)
 
     print(f"\n## Speakers (labels on {speaker_model} segments): DER per file"
           + ("" if prev else "; previous engine unavailable"))
-    headers = ["file", "ref spk"] + [f"{s} ({m})" for m in MODES for s in systems] + ["floor: ref turns"]
+    headers = ["file", "ref spk"] + [f"{s} ({m})" for m in MODES for s in systems] + [
+        "floor: ref turns", "turns floor: perfect clustering"]
     for split, title in (("test", "scored files"), ("tune", "TUNING files (not scored)")):
         files = [r for r in multi if r.split == split]
         if not files:
             continue
         for collar in COLLARS:
-            cols = [(s, m) for m in MODES for s in systems] + [("floor", "")]
+            cols = [(s, m) for m in MODES for s in systems] + [("floor", ""), ("clustering floor", "")]
             rows = [[r.name, r.speakers] + [pct(ders[(s, m, collar, r.name)].rate) for s, m in cols] for r in files]
             two = [r for r in files if r.speakers == 2]
             for label, group in ((f"pooled ({len(files)} files)", files), (f"pooled two-person ({len(two)})", two)):
@@ -646,15 +705,18 @@ def main() -> int:
                     rows.append([label, ""] + [pct(pooled_der([ders[(s, m, collar, r.name)] for r in group]).rate)
                                                for s, m in cols])
             print(f"\n### {title}, collar {collar:g} s (est = count estimated, given = reference count; floor = "
-                  f"the transcript labelled from the reference turns)")
+                  f"the transcript labelled from the reference turns; turns floor = the segmentation model's "
+                  f"windows with every local speaker given to the right person, see clustering_floor)")
             print(table(headers, rows))
 
     scored_multi = [r for r in multi if r.split == "test"]
     rows = []
-    for s, m in [(s, m) for s in systems for m in MODES] + [("floor", "")]:
+    floors = {"floor": "floor: transcript from reference turns",
+              "clustering floor": "floor: turns with perfect clustering (segmentation model's own error)"}
+    for s, m in [(s, m) for s in systems for m in MODES] + [(f, "") for f in floors]:
         d = pooled_der([ders[(s, m, 0.25, r.name)] for r in scored_multi])
         if d:
-            rows.append([f"{s} ({m})" if m else "floor: transcript from reference turns", pct(d.rate),
+            rows.append([f"{s} ({m})" if m else floors[s], pct(d.rate),
                          pct(d.confusion / d.total), pct(d.missed / d.total), pct(d.false_alarm / d.total)])
     print("\n### scored pooled DER at collar 0.25, by component (share of reference speech)")
     print(table(["system", "DER", "confusion", "missed", "false alarm"], rows))
@@ -769,6 +831,9 @@ def main() -> int:
             figs = {m: pooled_der([ders[(s, m, 0.25, r.name)] for r in group]).rate for m in MODES}
             print(f"pooled DER (collar 0.25) <= {pct(limit, 0)}, {label}, {s}: "
                   + "; ".join(f"count {m} {pct(figs[m])} {verdict(figs[m] <= limit)}" for m in MODES))
+        best = pooled_der([ders[("clustering floor", "", 0.25, r.name)] for r in group]).rate
+        print(f"  reachable with this segmentation model? perfect clustering gives {pct(best)}: "
+              f"{'yes' if best <= limit else 'NO, the segmentation model alone misses the target'}")
     for s in systems:
         share = count_share.get(s)
         if share is not None:
