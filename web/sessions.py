@@ -13,9 +13,9 @@ from jobs.heartbeats import alive_workers
 from models import Chat, Job, Paragraph, Session, db
 from parley import formats
 from parley.timestamps import now_ms
-from services import search
+from services import search, transcript_edits
 from services.queue import QueueUnavailable
-from services.sessions import delete_session, live_paragraphs, refresh_token_count
+from services.sessions import delete_session, live_paragraphs
 from services.transcriptions import start_transcription
 from web.context import settings
 from web.errors import ApiError, bad_request, not_found
@@ -79,11 +79,6 @@ def session_or_404(session_id: str) -> Session:
     if session is None:
         raise not_found(f"Session with ID {sid} not found.")
     return session
-
-
-def completed_or_400(session: Session) -> None:
-    if session.status != "completed":
-        raise bad_request(f"Session {session.id} is {session.status}; its transcript can be edited once completed.")
 
 
 def json_body(kind: type, what: str):
@@ -199,9 +194,7 @@ def update_metadata(session_id: str):
     if not changes and not (IGNORED_FIELDS & set(body)):
         raise bad_request("nothing to update: give at least one of clientName, sessionName, date, sessionType, "
                           "therapy, fileName, showSpeakers")
-    if changes:
-        Session.update(**changes).where(Session.id == session.id).execute()
-        search.request_index_session(session.id)
+    transcript_edits.update_details(session, changes)
     return jsonify(session_meta(Session.get_by_id(session.id)))
 
 
@@ -261,8 +254,7 @@ def _xml_safe(text: str | None) -> str | None:
 
 
 def paragraph_or_error(session: Session, index: int, *, status: int) -> Paragraph:
-    paragraph = Paragraph.get_or_none((Paragraph.session == session.id) & (Paragraph.idx == index)
-                                      & (Paragraph.deleted == False))  # noqa: E712
+    paragraph = transcript_edits.live_paragraph(session, index)
     if paragraph is None:
         raise ApiError(status, f"Paragraph {index} not found in session {session.id}.")
     return paragraph
@@ -276,14 +268,8 @@ def edit_paragraph(session_id: str):
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2 ** 63:  # the database's range
         raise bad_request("paragraphIndex must be an integer from 0 to 2^63-1")
     text = nonblank(body.get("newText"), "newText")
-    completed_or_400(session)
-    paragraph = paragraph_or_error(session, index, status=400)
-    if paragraph.text != text:
-        with db.atomic():
-            paragraph.text, paragraph.edited = text, True
-            paragraph.save(only=[Paragraph.text, Paragraph.edited])
-            refresh_token_count(session)
-        search.request_index_session(session.id)
+    transcript_edits.require_completed(session)
+    transcript_edits.edit_text(session, paragraph_or_error(session, index, status=400), text)
     return transcript_response(session)
 
 
@@ -291,14 +277,8 @@ def edit_paragraph(session_id: str):
 def delete_paragraph(session_id: str, paragraph_index: str):
     index = numeric_id(paragraph_index, "paragraphIndex")  # a malformed id is a 400 before any lookup
     session = session_or_404(session_id)
-    completed_or_400(session)
-    paragraph = paragraph_or_error(session, index, status=404)
-    with db.atomic():
-        # A tombstone: the index stays taken and the span stays deleted; the words are gone.
-        paragraph.text, paragraph.deleted = "", True
-        paragraph.save(only=[Paragraph.text, Paragraph.deleted])
-        refresh_token_count(session)
-    search.request_index_session(session.id)
+    transcript_edits.require_completed(session)
+    transcript_edits.delete_paragraph(session, paragraph_or_error(session, index, status=404))
     return transcript_response(session)
 
 
@@ -307,13 +287,8 @@ def set_paragraph_speaker(session_id: str, paragraph_index: str):
     index = numeric_id(paragraph_index, "paragraphIndex")
     session = session_or_404(session_id)
     speaker = nonblank(json_body(dict, "object with speaker").get("speaker"), "speaker")
-    completed_or_400(session)
-    paragraph = paragraph_or_error(session, index, status=400)
-    with db.atomic():
-        paragraph.speaker, paragraph.edited = speaker, True
-        paragraph.save(only=[Paragraph.speaker, Paragraph.edited])
-        refresh_token_count(session)
-    search.request_index_session(session.id)
+    transcript_edits.require_completed(session)
+    transcript_edits.set_speaker(session, paragraph_or_error(session, index, status=400), speaker)
     return jsonify(message=f"Speaker updated for paragraph {index} in session {session.id}.")
 
 
@@ -326,26 +301,8 @@ def rename_speakers(session_id: str):
         if not isinstance(item, dict):
             raise bad_request(f"entry {n} must be an object with from and to")
         pairs.append((nonblank(item.get("from"), f"entry {n} from"), nonblank(item.get("to"), f"entry {n} to")))
-    changed = 0
-    with db.atomic():
-        names = dict(session.speaker_names or {})
-        for old, new in pairs:
-            if old == new:
-                continue
-            changed += Paragraph.update(speaker=new).where(
-                (Paragraph.session == session.id) & (Paragraph.speaker == old)
-                & (Paragraph.deleted == False)).execute()  # noqa: E712
-            # Remember the rename against the label the engine gave, for re-transcriptions that keep edits.
-            originals = [label for label, shown in names.items() if shown == old] or [old]
-            for label in originals:
-                names[label] = new
-        if changed:
-            session.speaker_names = names
-            session.save(only=[Session.speaker_names])
-            refresh_token_count(session)
-    if not changed:
+    if not transcript_edits.rename_speakers(session, pairs):
         return jsonify(message="No changes needed.")
-    search.request_index_session(session.id)
     return jsonify(message=f"Speaker labels updated for session {session.id}.")
 
 
@@ -376,11 +333,7 @@ def get_audio(session_id: str):
 @sessions_bp.delete("/sessions/<session_id>/audio")
 def delete_audio(session_id: str):
     session = session_or_404(session_id)
-    if not session.audio_path:
-        raise not_found(f"Session {session.id} has no audio file.")
-    path = settings().audio_dir / session.audio_path
-    Session.update(audio_path=None).where(Session.id == session.id).execute()
-    path.unlink(missing_ok=True)
+    transcript_edits.delete_audio(session, settings().audio_dir)
     return jsonify(message=f"Original audio file for session {session.id} deleted successfully.")
 
 
