@@ -1,13 +1,14 @@
 """The OpenAI-compatible remote backend, against a real llama.cpp server started here (llama_cpp.server)."""
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 import requests
 
-from conftest import ROOT, free_port, running_stack, wait_until
+from conftest import ROOT, Stack, free_port, running_stack, wait_until
 from test_llm_chat import assert_contract_stream, post_message
 
 TOKEN = "s3cret-remote-token"
@@ -91,3 +92,21 @@ def test_back_to_the_local_engine(remote_stack):
     assert answer.status_code == 200
     status = remote_stack.get("/api/llm/status").json()
     assert status["isRemoteBaseUrl"] is False and status["activeBaseUrl"] == status["defaultBaseUrl"]
+
+
+def test_chat_message_with_the_queue_down_is_503_and_stores_nothing(tmp_path, redis_server):
+    """Redis is unreachable: the message is refused with 503 and neither it nor its reply job is kept."""
+    dead = Stack(tmp_path, redis_server, f"sqlite:///{tmp_path / 'data' / 'parley.db'}")
+    dead.env["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"
+    dead.start_web()
+    try:
+        chat = dead.post("/api/chats").json()
+        path = f"/api/chats/{chat['id']}/messages"
+        refused = dead.post(path, json={"text": "Hello?"})
+        assert refused.status_code == 503 and "queue is unavailable" in refused.json()["message"]
+        assert dead.get(f"/api/chats/{chat['id']}").json()["messages"] == []
+    finally:
+        dead.stop()
+    with sqlite3.connect(tmp_path / "data" / "parley.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM llm_job").fetchone()[0] == 0
+        assert conn.execute("SELECT COUNT(*) FROM message").fetchone()[0] == 0

@@ -8,17 +8,16 @@ import uuid
 import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from models import Chat, LlmJob, Message, db
+from models import Chat, LlmJob, Message
 from models.statuses import TERMINAL
 from parley.timestamps import now_ms
-from services import llm_config, llmstore, search
+from services import chat_messages, llm_config, llmstore, search
 from services.chat_context import RESERVED_OUTPUT_TOKENS
-from services.queue import send_job
 from services.templates import get_template_text
 from services.tokens import active_model_path, count_tokens
 from web import forms, sse
 from web.context import hub, settings
-from web.errors import ApiError, bad_request, not_found
+from web.errors import bad_request, not_found
 from web.sessions import json_body, numeric_id, session_or_404
 from web.streams import RESYNC
 
@@ -118,23 +117,14 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
         raise bad_request(f"text is {len(text)} characters long; the limit is {MAX_MESSAGE_CHARS}")
     # The client's own cap on the reply, if it sends one; the worker's PARLEY_CHAT_MAX_TOKENS still bounds it.
     max_tokens = forms.as_int("maxTokens", body.get("maxTokens"), default=None, lo=1, hi=32768)
-    row = llm_config.current()
-    if not row.active_model:
-        raise ApiError(503, "no language model is configured; choose one (POST /api/llm/set-model)")
-    with db.atomic():
-        user = Message.create(chat=chat.id, sender="user", text=text, timestamp_ms=now_ms())
-        job = LlmJob.create(id=str(uuid.uuid4()), kind="chat_reply", chat=chat.id, model_name=row.active_model,
-                            params={"source": source, "user_message_id": user.id, "max_tokens": max_tokens})
-    q = hub().register(job.id)  # before enqueueing, so the first token cannot be missed
-
-    def undo():
-        hub().unregister(job.id, q)
-        with db.atomic():
-            LlmJob.delete().where(LlmJob.id == job.id).execute()
-            user.delete_instance()
-
-    send_job("generate", job.id, undo=undo)
-    search.request_index_chat(chat.id)  # the user's message
+    job_id = str(uuid.uuid4())
+    q = hub().register(job_id)  # before the job is sent, so the first token cannot be missed
+    try:
+        posted = chat_messages.post_message(chat, text, source=source, max_tokens=max_tokens, job_id=job_id)
+    except BaseException:
+        hub().unregister(job_id, q)
+        raise
+    job, user = posted.job, posted.message
     first_usage = context_usage(chat)
     conn: redis.Redis = current_app.extensions["parley_redis"]
     events = hub()
