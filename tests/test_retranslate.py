@@ -64,6 +64,17 @@ def test_segment_from_full_unknown_job_and_bad_json(stack, finished_job):
     assert garbled.status_code == 400 and "JSON object" in garbled.json()["detail"]
 
 
+def test_refused_clip_is_not_kept(stack, tmp_path):
+    """A clip whose times are wrong is answered 400 and is not left in the audio directory."""
+    before = sorted(p.name for p in (stack.data_dir / "audio").iterdir())
+    piece = clip(AUDIO / "two_speakers.mp3", tmp_path / "bad.wav", 0.0, 2.0)
+    with open(piece, "rb") as fh:
+        response = stack.post("/api/retranslate/segment", files={"file": ("bad.wav", fh)},
+                              data={"segment_id": "s", "start_time": 5, "end_time": 2})
+    assert response.status_code == 400 and "greater than" in response.json()["message"]
+    assert sorted(p.name for p in (stack.data_dir / "audio").iterdir()) == before
+
+
 def test_slow_worker_gets_202_then_the_result(stack, finished_job):
     """With no worker on the quick queue, the web tier stops waiting and hands back a job id."""
     stack.workers["asr_quick"].stop()
