@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 import uuid
 
 import pytest
@@ -153,6 +154,28 @@ def test_cancel_and_unknown_ids_through_the_json_endpoints(dash):
             dash.url("/dashboard/dead-letters/asr/abc"), timeout=30)):
         assert response.status_code == 404 and "no dead letter 'abc'" in response.json()["message"]
 
+
+
+def test_cancel_an_llm_job_through_the_dashboard(dash):
+    """A queued LLM job ends canceled at once; a running one is asked to stop through its Redis cancel key."""
+    stop_workers(dash)
+    queued, running = str(uuid.uuid4()), str(uuid.uuid4())
+    # The rows as the web tier would have queued them (no LLM worker in this stack, so none would run).
+    with sqlite3.connect(dash.data_dir / "parley.db") as conn:
+        for job_id, status in ((queued, "queued"), (running, "processing")):
+            conn.execute("INSERT INTO llm_job (id, kind, status, message, progress, model_name, params, created_at,"
+                         " updated_at) VALUES (?, 'summary', ?, '', 0, 'gemma', '{}', 0, 0)", (job_id, status))
+    answer = dash.post(f"/dashboard/jobs/{queued}/cancel")
+    assert answer.status_code == 202 and answer.json()["status"] == "canceled", answer.text
+    asked = dash.post(f"/dashboard/jobs/{running}/cancel")
+    assert asked.status_code == 202 and asked.json()["status"] == "processing"
+    assert asked.json()["message"] == f"Cancellation of LLM job {running} requested"
+    db = dash.env["REDIS_URL"].rsplit("/", 1)[1]
+    key = subprocess.run(["redis-cli", "-p", str(dash.redis.port), "-n", db, "EXISTS", f"parley:cancel:{running}"],
+                         capture_output=True, text=True, timeout=5).stdout.strip()
+    assert key == "1"  # what the LLM worker checks between tokens
+    again = dash.post(f"/dashboard/jobs/{queued}/cancel")
+    assert again.status_code == 409 and "already canceled" in again.json()["message"]
 
 def test_page_shows_a_job_moving_from_waiting_to_done(dash, browser):
     stop_workers(dash)

@@ -6,10 +6,10 @@ import queue
 
 from flask import Blueprint, Response, jsonify
 
-from models import AnalysisJob, AnalysisSummary, Session, db
+from models import AnalysisJob, AnalysisSummary, Session
 from models.statuses import TERMINAL
 from parley.timestamps import now_ms
-from services import analyses, llm_config
+from services import analyses, job_control, llm_config
 from web import forms, sse
 from web.context import hub, settings
 from web.errors import ApiError, bad_request, not_found
@@ -164,18 +164,12 @@ def _terminal(job: AnalysisJob) -> dict:
 # --- cancel and delete ----------------------------------------------------------------------------
 @analysis_bp.post("/<job_id>/cancel")
 def cancel(job_id: str):
-    job = job_or_404(job_id)
-    # Conditional update: a job that ended a moment ago is not turned back into "canceling".
-    changed = AnalysisJob.update(status="canceling").where(
-        (AnalysisJob.id == job.id) & (AnalysisJob.status.not_in(TERMINAL))).execute()
-    if not changed:
-        raise ApiError(409, f"Analysis job {job.id} is already {AnalysisJob.get_by_id(job.id).status}.")
+    job = job_control.cancel_analysis(job_or_404(job_id))
     return jsonify(message=f"Cancellation request for job {job.id} accepted."), 202
 
 
 @analysis_bp.delete("/<job_id>")
 def delete(job_id: str):
     job = job_or_404(job_id)
-    with db.atomic():
-        AnalysisJob.delete().where(AnalysisJob.id == job.id).execute()  # summaries go by ON DELETE CASCADE
+    job_control.delete_analysis(job)
     return jsonify(message=f"Analysis job {job.id} and all associated data deleted.")

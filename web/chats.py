@@ -11,7 +11,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from models import Chat, LlmJob, Message
 from models.statuses import TERMINAL
 from parley.timestamps import now_ms
-from services import chat_messages, llm_config, llmstore, search
+from services import chat_messages, job_control, llm_config, llmstore, search
 from services.chat_context import RESERVED_OUTPUT_TOKENS
 from services.templates import get_template_text
 from services.tokens import active_model_path, count_tokens
@@ -26,7 +26,6 @@ chats_bp = Blueprint("chats", __name__, url_prefix="/api")
 MAX_MESSAGE_CHARS = 10_000
 MAX_NAME_CHARS = 200
 MAX_TAGS, MAX_TAG_CHARS = 10, 50
-CANCEL_PREFIX = "parley:cancel:"  # the worker checks this key between tokens
 
 
 # --- shapes ---------------------------------------------------------------------------------------
@@ -167,7 +166,7 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
             if not finished:
                 # The client went away (closed the tab, pressed Stop): the worker stops at its next token.
                 try:
-                    conn.set(CANCEL_PREFIX + job.id, "1", ex=3600)
+                    job_control.ask_llm_job_to_stop(conn, job.id)
                 except redis.RedisError:
                     pass
 

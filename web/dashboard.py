@@ -10,9 +10,9 @@ from flask import Blueprint, current_app, jsonify, render_template
 
 from jobs import queues
 from jobs.heartbeats import alive_workers
-from models import AnalysisJob, AnalysisSummary, Job, LlmJob, Paragraph, Segment, Session, db
+from models import AnalysisJob, AnalysisSummary, Job, LlmJob, db
 from models.statuses import TERMINAL
-from services import events
+from services import job_control
 from web import sse
 from web.errors import ApiError, not_found
 
@@ -24,9 +24,6 @@ KEEPALIVE_S = 5.0  # a comment at least this often: proxies keep the stream open
 STREAM_MAX_S = 600.0  # then the stream ends and EventSource reconnects, so no thread is held forever
 RECENT = 25  # finished jobs shown per kind, besides every unfinished one
 ACTIVE_LIMIT = 200  # unfinished jobs shown per kind at most: a flooded queue must not make the page huge
-CANCELED_BY_OPERATOR = "Canceled by the operator (dashboard)"
-REQUEUED_BY_OPERATOR = "Re-queued by the operator from the dead letters (dashboard)"
-DROPPED_BY_OPERATOR = "Dropped by the operator from the dead letters (dashboard)"
 
 
 def _redis() -> redis.Redis:
@@ -189,7 +186,7 @@ def retry_dead_letter(queue: str, message_id: str):
         if letter is None:
             raise not_found(f"queue {queue!r} has no dead letter {message_id!r}")
         # The job first: a worker that takes the message at once must find it queued, not failed.
-        requeued = _requeue_failed_job(letter)
+        requeued = job_control.requeue_failed_job(letter)
         if queues.retry_dead_letter(_redis(), queue, message_id) is None:
             raise not_found(f"queue {queue!r} has no dead letter {message_id!r} (it was just retried or deleted)")
     except redis.RedisError as exc:
@@ -207,58 +204,8 @@ def delete_dead_letter(queue: str, message_id: str):
             raise not_found(f"queue {queue!r} has no dead letter {message_id!r}")
     except redis.RedisError as exc:
         raise _no_redis(exc) from None
-    # Without this the reconciler (jobs/reconciler.py) would find the unfinished row without a message
-    # and send the job again: the operator's "drop it" would be undone a few minutes later.
-    failed = _fail_unfinished_job(letter)
+    failed = job_control.fail_unfinished_job(letter)  # else the reconciler would send it again
     return jsonify(deleted=True, queue=queue, message_id=message_id, failed_job_id=failed)
-
-
-def _requeue_failed_job(letter: queues.DeadLetter) -> str | None:
-    """Make the failed job a dead letter names runnable again (a worker skips finished jobs); its id, or None."""
-    job_id = letter.args[0] if letter.args else None
-    if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
-        job = Job.get_or_none(Job.id == job_id)
-        if job is None or job.status != "failed":
-            return None
-        with db.atomic():
-            # A failed job's segments are gone (workers.pipeline.fail), so it starts again from the beginning.
-            event = events.record_status(job, status="queued", message=REQUEUED_BY_OPERATOR, error=None, progress=0.0,
-                                         attempts=0, chunks_done=0, chunk_progress=0.0, finished_at=None)
-            if job.session_id:
-                Session.update(status="queued", error_message=None).where(
-                    (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
-        events.publish(event)
-        return job.id
-    if letter.actor == "generate" and isinstance(job_id, str):
-        changed = LlmJob.update(status="queued", error=None, message=REQUEUED_BY_OPERATOR, finished_at=None,
-                                updated_at=time.time()).where(
-            (LlmJob.id == job_id) & (LlmJob.status == "failed")).execute()
-        return job_id if changed else None
-    if letter.actor == "analyze" and isinstance(job_id, int):
-        changed = AnalysisJob.update(status="pending", error_message=None, completed_at_ms=None).where(
-            (AnalysisJob.id == job_id) & (AnalysisJob.status == "failed")).execute()
-        return str(job_id) if changed else None
-    return None
-
-
-def _fail_unfinished_job(letter: queues.DeadLetter) -> str | None:
-    """Fail the job a deleted dead letter names, if it is still unfinished; its id, or None."""
-    job_id = letter.args[0] if letter.args else None
-    if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
-        job = Job.get_or_none(Job.id == job_id)
-        return job.id if job is not None and _stop_transcription(job, "failed", DROPPED_BY_OPERATOR) else None
-    now = time.time()
-    if letter.actor == "generate" and isinstance(job_id, str):
-        changed = LlmJob.update(status="failed", error=DROPPED_BY_OPERATOR, message=DROPPED_BY_OPERATOR,
-                                updated_at=now, finished_at=now).where(
-            (LlmJob.id == job_id) & LlmJob.status.not_in(TERMINAL)).execute()
-        return job_id if changed else None
-    if letter.actor == "analyze" and isinstance(job_id, int):
-        changed = AnalysisJob.update(status="failed", error_message=DROPPED_BY_OPERATOR,
-                                     completed_at_ms=int(now * 1000)).where(
-            (AnalysisJob.id == job_id) & AnalysisJob.status.not_in(TERMINAL)).execute()
-        return str(job_id) if changed else None
-    return None
 
 
 # --- cancel ----------------------------------------------------------------------------------------
@@ -266,72 +213,26 @@ def _fail_unfinished_job(letter: queues.DeadLetter) -> str | None:
 def cancel_job(job_id: str):
     """Cancel a transcription, LLM or analysis job (analysis ids are integers, the others UUIDs)."""
     if job_id.isdigit():
-        from web.analysis import cancel as cancel_analysis
-
-        cancel_analysis(job_id)  # the analysis API's own cancel: 404 and 409 come from there
-        job = AnalysisJob.get_by_id(int(job_id))
+        job = AnalysisJob.get_or_none(AnalysisJob.id == int(job_id))
+        if job is None:
+            raise not_found(f"Analysis job {int(job_id)} not found.")
+        job = job_control.cancel_analysis(job)
         return jsonify(id=str(job.id), kind="analysis", status=job.status,
                        message=f"Cancellation of analysis job {job.id} requested"), 202
     job = Job.get_or_none(Job.id == job_id)
     if job is not None:
-        return _cancel_transcription(job)
+        job_control.cancel_transcription(_redis(), job)
+        return jsonify(id=job.id, kind=job.kind, status="canceled", message=job_control.CANCELED_BY_OPERATOR), 202
     llm_job = LlmJob.get_or_none(LlmJob.id == job_id)
     if llm_job is not None:
-        return _cancel_llm(llm_job)
+        try:
+            status = job_control.cancel_llm_job(_redis(), llm_job)
+        except redis.RedisError as exc:
+            raise _no_redis(exc) from None
+        return jsonify(id=llm_job.id, kind=llm_job.kind, status=status,
+                       message=job_control.CANCELED_BY_OPERATOR if status == "canceled"
+                       else f"Cancellation of LLM job {llm_job.id} requested"), 202
     raise not_found(f"no transcription, LLM or analysis job {job_id!r}")
-
-
-def _cancel_transcription(job: Job):
-    """As the transcription reset does it, for one job: a worker running it stops at its next segment."""
-    if not _stop_transcription(job, "canceled", CANCELED_BY_OPERATOR):
-        raise ApiError(409, f"job {job.id} is already {Job.get_by_id(job.id).status}; there is nothing to cancel")
-    try:
-        # Workers skip canceled jobs anyway; dropping the message keeps the waiting count honest.
-        queues.drop_waiting(_redis(), "asr" if job.kind == "transcribe" else "asr_quick", job.id)
-    except redis.RedisError:
-        pass
-    return jsonify(id=job.id, kind=job.kind, status="canceled", message=CANCELED_BY_OPERATOR), 202
-
-
-def _stop_transcription(job: Job, status: str, message: str) -> bool:
-    """End an unfinished speech job with `status` (its session too) and tell its streams; False if it had ended."""
-    now = time.time()
-    with db.atomic():
-        changed = Job.update(status=status, message=message, error=message, updated_at=now, finished_at=now).where(
-            (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
-        if changed:
-            if status == "failed":
-                # As workers.pipeline.fail does: a failed job serves no half transcript, and a later retry
-                # starts from the beginning.
-                Segment.delete().where(Segment.job == job.id).execute()
-            job = Job.get_by_id(job.id)
-            if job.session_id:
-                kept = bool(job.params.get("retranscription")) and Paragraph.select().where(
-                    Paragraph.session == job.session_id).exists()
-                Session.update(status="completed" if kept else "failed", error_message=message).where(
-                    (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
-            event = events.record(job.id, "status", events.status_payload(job))
-    if changed:
-        events.publish(event)  # live streams of the job end with this status
-    return bool(changed)
-
-
-def _cancel_llm(job: LlmJob):
-    from web.chats import CANCEL_PREFIX
-
-    if job.status in TERMINAL:
-        raise ApiError(409, f"LLM job {job.id} is already {job.status}; there is nothing to cancel")
-    # A queued job ends here (the worker skips canceled ones); a running one stops at its next token.
-    now = time.time()
-    LlmJob.update(status="canceled", message=CANCELED_BY_OPERATOR, error=CANCELED_BY_OPERATOR, updated_at=now,
-                  finished_at=now).where((LlmJob.id == job.id) & (LlmJob.status == "queued")).execute()
-    try:
-        _redis().set(CANCEL_PREFIX + job.id, "1", ex=3600)
-    except redis.RedisError as exc:
-        raise _no_redis(exc) from None
-    status = LlmJob.get_by_id(job.id).status
-    return jsonify(id=job.id, kind=job.kind, status=status, message=CANCELED_BY_OPERATOR if status == "canceled"
-                   else f"Cancellation of LLM job {job.id} requested"), 202
 
 
 # --- template helpers ------------------------------------------------------------------------------

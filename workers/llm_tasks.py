@@ -13,16 +13,12 @@ from parley.redisconn import client
 from parley.timestamps import now_ms
 from services import events, llm_config, search, usage
 from services.chat_context import assemble
+from services.job_control import cancel_key
 from workers import llm
 
 log = logging.getLogger(__name__)
 
-CANCEL_PREFIX = "parley:cancel:"
 EMPTY_REPLY = "The model returned an empty response. Try again or reduce the context size."
-
-
-def cancel_key(job_id: str) -> str:
-    return CANCEL_PREFIX + job_id
 
 
 class Publisher:
