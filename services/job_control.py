@@ -12,7 +12,7 @@ import redis
 
 from jobs import queues
 from models import AnalysisJob, Job, LlmJob, Paragraph, Segment, Session, db
-from models.statuses import TERMINAL
+from models.statuses import TERMINAL, JobStatus, SessionStatus
 from parley.errors import Conflict
 from services import events
 
@@ -22,6 +22,7 @@ CANCEL_KEY_TTL_S = 3600
 CANCELED_BY_OPERATOR = "Canceled by the operator (dashboard)"
 REQUEUED_BY_OPERATOR = "Re-queued by the operator from the dead letters (dashboard)"
 DROPPED_BY_OPERATOR = "Dropped by the operator from the dead letters (dashboard)"
+RESET_MESSAGE = "Transcription reset by the operator; re-queue it with `parley retranscribe --failed`."
 
 
 def cancel_key(job_id: str) -> str:
@@ -82,6 +83,31 @@ def cancel_transcription(conn: redis.Redis, job: Job, *, message: str = CANCELED
         queues.drop_waiting(conn, "asr" if job.kind == "transcribe" else "asr_quick", job.id)
     except redis.RedisError:
         pass
+
+
+def reset_transcriptions() -> int:
+    """Drop every queued and running transcription: its queue messages go, the jobs end canceled and their
+    sessions failed, and their live streams end. A worker in the middle of one stops at its next segment.
+    Returns how many jobs were canceled; raises redis.RedisError (nothing changed) when the queue is down."""
+    from jobs.broker import broker
+
+    broker.flush("asr")
+    unfinished = (JobStatus.QUEUED, JobStatus.PROCESSING)
+    with db.atomic():
+        affected = list(Job.select().where((Job.kind == "transcribe") & Job.status.in_(unfinished)))
+        ids = [j.id for j in affected]
+        if not ids:
+            return 0
+        now = time.time()
+        Job.update(status=JobStatus.CANCELED, message=RESET_MESSAGE, error=RESET_MESSAGE, updated_at=now,
+                   finished_at=now).where(Job.id.in_(ids)).execute()
+        sessions = [j.session_id for j in affected if j.session_id]
+        Session.update(status=SessionStatus.FAILED, error_message=RESET_MESSAGE).where(
+            Session.id.in_(sessions) & Session.status.in_((SessionStatus.QUEUED, SessionStatus.TRANSCRIBING))).execute()
+        logged = [events.record(j.id, "status", events.status_payload(Job.get_by_id(j.id))) for j in affected]
+    for event in logged:
+        events.publish(event)
+    return len(ids)
 
 
 # --- LLM jobs -------------------------------------------------------------------------------------

@@ -9,14 +9,14 @@ import redis
 from flask import Blueprint, current_app, jsonify
 
 from jobs.heartbeats import alive_workers
-from models import AnalysisJob, Job, Session, db
-from services import events, gpu
+from models import AnalysisJob, Job, db
+from services import gpu, job_control
+from web.errors import ApiError
 
 system_bp = Blueprint("system", __name__, url_prefix="/api")
 
 ACTIVE_ANALYSIS = ("generating_strategy", "pending", "mapping", "reducing", "canceling")
 GPU_CACHE_S = 1.5  # the sidebar polls every 2 s; one answer serves every tab open on it
-RESET_MESSAGE = "Transcription reset by the operator; re-queue it with `parley retranscribe --failed`."
 
 
 def _now_iso() -> str:
@@ -86,27 +86,11 @@ def reset_transcription():
 
     A worker in the middle of one notices the cancel at its next segment and stops. Nothing else is touched.
     """
-    from jobs.broker import broker
-
     try:
-        broker.flush("asr")
+        canceled = job_control.reset_transcriptions()
     except redis.RedisError as exc:
-        from web.errors import ApiError
         raise ApiError(503, f"the job queue is unavailable ({type(exc).__name__}); nothing was reset") from None
-    with db.atomic():
-        affected = list(Job.select().where((Job.kind == "transcribe") & Job.status.in_(("queued", "processing"))))
-        ids = [j.id for j in affected]
-        if ids:
-            Job.update(status="canceled", message=RESET_MESSAGE, error=RESET_MESSAGE, updated_at=time.time(),
-                       finished_at=time.time()).where(Job.id.in_(ids)).execute()
-            sessions = [j.session_id for j in affected if j.session_id]
-            Session.update(status="failed", error_message=RESET_MESSAGE).where(
-                Session.id.in_(sessions) & Session.status.in_(("queued", "transcribing"))).execute()
-            # Live streams of these jobs end with this status event.
-            logged = [events.record(j.id, "status", events.status_payload(Job.get_by_id(j.id))) for j in affected]
-    for event in logged if ids else []:
-        events.publish(event)
-    return jsonify(success=True, canceledJobs=len(ids))
+    return jsonify(success=True, canceledJobs=canceled)
 
 
 # --- GPU and memory -------------------------------------------------------------------------------
