@@ -1,4 +1,4 @@
-"""Prompt templates: the four system prompts Parley seeds, and reading a template's text.
+"""Prompt templates: the four system prompts Parley seeds, reading a template's text, and templates by hand.
 
 System prompts are rows of the `template` table whose titles start with `system_`, so users can edit them
 through the templates API (`PUT /api/templates/{id}` with the title unchanged). Each is sent to the model as
@@ -11,6 +11,7 @@ import logging
 import peewee
 
 from models import Template, db
+from parley.errors import Conflict, NotFound
 from parley.timestamps import now_ms
 
 log = logging.getLogger(__name__)
@@ -123,3 +124,40 @@ def get_template_text(title: str) -> str:
     if title in SYSTEM_TEMPLATES:
         return SYSTEM_TEMPLATES[title]
     raise KeyError(f"no template titled {title!r}")
+
+
+# --- templates by hand (the templates API) ------------------------------------------------------------
+class TitleTaken(Conflict):
+    """Another template has this title (titles are unique)."""
+
+    def __init__(self, title: str):
+        super().__init__(f"A template with the title {title!r} already exists.")
+
+
+def create_template(title: str, text: str) -> Template:
+    """A new template; TitleTaken when the title is in use."""
+    try:
+        with db.atomic():
+            return Template.create(title=title, text=text, created_at_ms=now_ms())
+    except peewee.IntegrityError:
+        raise TitleTaken(title) from None
+
+
+def update_template(template_id: int, title: str, text: str) -> Template:
+    """Change a template's title and text; NotFound when it does not exist (or was deleted meanwhile)."""
+    if Template.get_or_none(Template.id == template_id) is None:
+        raise NotFound(f"Template with ID {template_id} not found.")
+    try:
+        with db.atomic():
+            Template.update(title=title, text=text).where(Template.id == template_id).execute()
+    except peewee.IntegrityError:
+        raise TitleTaken(title) from None
+    template = Template.get_or_none(Template.id == template_id)
+    if template is None:
+        raise NotFound(f"Template with ID {template_id} not found.")
+    return template
+
+
+def delete_template(template_id: int) -> None:
+    if not Template.delete().where(Template.id == template_id).execute():
+        raise NotFound(f"Template with ID {template_id} not found.")
