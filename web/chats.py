@@ -10,8 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from models import Chat, LlmJob, Message
 from models.statuses import TERMINAL
-from parley.timestamps import now_ms
-from services import chat_messages, job_control, llm_config, llmstore, search
+from services import chats, job_control, llm_config, llmstore
 from services.chat_context import RESERVED_OUTPUT_TOKENS
 from services.templates import get_template_text
 from services.tokens import active_model_path, count_tokens
@@ -119,7 +118,7 @@ def stream_reply(chat: Chat, *, source: str) -> Response:
     job_id = str(uuid.uuid4())
     q = hub().register(job_id)  # before the job is sent, so the first token cannot be missed
     try:
-        posted = chat_messages.post_message(chat, text, source=source, max_tokens=max_tokens, job_id=job_id)
+        posted = chats.post_message(chat, text, source=source, max_tokens=max_tokens, job_id=job_id)
     except BaseException:
         hub().unregister(job_id, q)
         raise
@@ -193,8 +192,7 @@ def _settle_from_database(job_id: str):
 @chats_bp.post("/sessions/<session_id>/chats")
 def create_session_chat(session_id: str):
     session = session_or_404(session_id)
-    chat = Chat.create(session=session.id, timestamp_ms=now_ms(), name=None)
-    return jsonify(chat_meta(chat)), 201
+    return jsonify(chat_meta(chats.create_chat(session_id=session.id))), 201
 
 
 @chats_bp.get("/sessions/<session_id>/chats/<chat_id>")
@@ -229,31 +227,26 @@ def rename_session_chat(session_id: str, chat_id: str):
     body = json_body(dict, "object with name")
     if "name" not in body or body["name"] == "":
         raise bad_request("name must be a non-empty string or null")
-    chat.name = _name(body["name"])
-    chat.save(only=[Chat.name])
-    search.request_index_chat(chat.id)
-    return jsonify(chat_meta(chat))
+    return jsonify(chat_meta(chats.rename_chat(chat, _name(body["name"]))))
 
 
 @chats_bp.delete("/sessions/<session_id>/chats/<chat_id>")
 def delete_session_chat(session_id: str, chat_id: str):
     chat = session_chat_or_404(session_id, chat_id)
-    chat.delete_instance()
-    search.request_remove_chat(chat.id)
+    chats.delete_chat(chat)
     return jsonify(message=f"Chat {chat.id} deleted successfully.")
 
 
 # --- standalone chats -----------------------------------------------------------------------------
 @chats_bp.post("/chats")
 def create_chat():
-    chat = Chat.create(session=None, timestamp_ms=now_ms(), name=None, tags=None)
-    return jsonify(chat_meta(chat)), 201
+    return jsonify(chat_meta(chats.create_chat())), 201
 
 
 @chats_bp.get("/chats")
 def list_chats():
-    chats = Chat.select().where(Chat.session.is_null()).order_by(Chat.timestamp_ms.desc(), Chat.id.desc())
-    return jsonify([chat_meta(c) for c in chats])
+    rows = Chat.select().where(Chat.session.is_null()).order_by(Chat.timestamp_ms.desc(), Chat.id.desc())
+    return jsonify([chat_meta(c) for c in rows])
 
 
 @chats_bp.get("/chats/<chat_id>")
@@ -282,16 +275,11 @@ def chat_details(chat_id: str):
         tags = sorted({t.strip() for t in tags if t.strip()})
         if len(tags) > MAX_TAGS or any(len(t) > MAX_TAG_CHARS for t in tags):
             raise bad_request(f"at most {MAX_TAGS} tags of at most {MAX_TAG_CHARS} characters each")
-    chat.name = _name(body.get("name"))
-    chat.tags = tags or None
-    chat.save(only=[Chat.name, Chat.tags])
-    search.request_index_chat(chat.id)
-    return jsonify(chat_meta(chat))
+    return jsonify(chat_meta(chats.set_details(chat, _name(body.get("name")), tags)))
 
 
 @chats_bp.delete("/chats/<chat_id>")
 def delete_chat(chat_id: str):
     chat = standalone_chat_or_404(chat_id)
-    chat.delete_instance()
-    search.request_remove_chat(chat.id)
+    chats.delete_chat(chat)
     return jsonify(message=f"Chat {chat.id} deleted successfully.")

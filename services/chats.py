@@ -1,4 +1,4 @@
-"""A user's chat message: store it with the job that writes the reply, and queue that job on the LLM worker."""
+"""Chats: create, rename and delete one, and post a user's message with the queued job that writes the reply."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +13,33 @@ from services.queue import send_job
 
 class NoModelConfigured(Unavailable):
     """No language model is chosen yet, so nobody can reply."""
+
+
+def create_chat(*, session_id: int | None = None) -> Chat:
+    """A new, empty chat about a session, or a standalone one (session_id None)."""
+    return Chat.create(session=session_id, timestamp_ms=now_ms(), name=None, tags=None)
+
+
+def rename_chat(chat: Chat, name: str | None) -> Chat:
+    """Set the chat's name (None: unnamed)."""
+    chat.name = name
+    chat.save(only=[Chat.name])
+    search.request_index_chat(chat.id)
+    return chat
+
+
+def set_details(chat: Chat, name: str | None, tags: list[str] | None) -> Chat:
+    """Set a standalone chat's name and tags (None or []: none)."""
+    chat.name, chat.tags = name, tags or None
+    chat.save(only=[Chat.name, Chat.tags])
+    search.request_index_chat(chat.id)
+    return chat
+
+
+def delete_chat(chat: Chat) -> None:
+    """Delete a chat with its messages (ON DELETE CASCADE) and take it out of the search index."""
+    chat.delete_instance()
+    search.request_remove_chat(chat.id)
 
 
 @dataclasses.dataclass
