@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import re
-import time
 
 from flask import Blueprint, current_app, jsonify, request
 
 from jobs.heartbeats import alive_workers
 from models import LlmJob
-from services import llm_config, llmstore, remote_llm
+from services import llm_choice, llm_config, llmstore, remote_llm
 from services.llm_jobs import queue_llm_job
 from web import forms
 from web.context import settings
@@ -48,15 +47,14 @@ def available_models():
 @llm_bp.post("/set-model")
 def set_model():
     body = json_body(dict, "object with modelName")
-    row = llm_config.current()
     name = body.get("modelName")
     if not isinstance(name, str) or not name.strip():
         raise bad_request("modelName must be a non-empty string")
-    changes: dict = {"active_model": name.strip(), "updated_at": time.time()}
+    name = name.strip()
+    changes: dict = {}
     if "baseUrl" in body:
         base = body["baseUrl"]
         changes["base_url"] = None if base is None or llm_config.is_local(base) else _url(base, "baseUrl")
-    base_url = changes.get("base_url", row.base_url)
     context = body.get("contextSize")
     changes["context_size"] = forms.as_int("contextSize", context, lo=1, hi=1_048_576) if context is not None else None
     for key, column, lo, hi in (("temperature", "temperature", 0.0, 2.0), ("topP", "top_p", 0.0, 1.0),
@@ -70,15 +68,9 @@ def set_model():
         changes["num_gpu_layers"] = forms.as_int("numGpuLayers", body["numGpuLayers"], lo=0, hi=100_000)
     if "thinkingBudget" in body:
         changes["thinking_budget"] = forms.as_int("thinkingBudget", body["thinkingBudget"], lo=-1)
-    if llm_config.is_local(base_url) and llmstore.find(settings(), changes["active_model"]) is None:
-        names = [i.name for i in llmstore.list_models(settings())]
-        raise bad_request(f"model {changes['active_model']!r} is not in the model store; available: "
-                          f"{', '.join(names) or 'none (POST /api/llm/pull-model)'}")
-    llm_config.LlmSettings.update(**changes).where(llm_config.LlmSettings.id == row.id).execute()
-    queue_llm_job("load_model")  # the worker loads it; /api/llm/status shows when it is resident
+    llm_choice.choose_model(settings(), name, **changes)
     size = changes["context_size"] or "default"
-    return jsonify(message=f"Active model set to {changes['active_model']} (context: {size}). Load initiated. "
-                           "Check status.")
+    return jsonify(message=f"Active model set to {name} (context: {size}). Load initiated. Check status.")
 
 
 @llm_bp.post("/unload")
@@ -97,8 +89,7 @@ def api_token():
     if token is not None and not isinstance(token, str):
         raise bad_request("token must be a string or null")
     token = (token or "").strip() or None
-    row = llm_config.current()
-    llm_config.LlmSettings.update(api_token=token).where(llm_config.LlmSettings.id == row.id).execute()
+    llm_choice.set_api_token(token)
     return jsonify(message="Remote LLM API token saved." if token else "Remote LLM API token cleared.",
                    hasRemoteApiToken=token is not None)
 
