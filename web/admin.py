@@ -5,13 +5,10 @@ import datetime
 import logging
 
 import peewee
-import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from models import ModelPull
-from services import backup, restore, search
-from services.templates import ensure_system_templates
+from services import backup, data_reset, restore
 from web.context import settings
 from web.errors import ApiError, bad_request
 
@@ -68,38 +65,16 @@ def import_data():
                             f"({exc})", body={"member": "backupFile", "reason": str(exc)}) from None
     finally:
         archive.discard()
-    ensure_system_templates()  # a hand-made backup may lack them; Parley's own prompts need them
-    warnings = []
-    try:
-        restored["queuedMessagesDropped"] = drop_queued_messages()
-    except redis.RedisError as exc:
-        warnings.append(f"queues: could not drop the old queue messages ({type(exc).__name__}: {exc})")
-    warnings += _rebuild_index()
+    dropped, warnings = data_reset.after_restore(current_app.extensions["parley_redis"])
+    if dropped is not None:
+        restored["queuedMessagesDropped"] = dropped
     return jsonify(message="Import successful. Data has been restored.", restored=restored, warnings=warnings)
 
 
 @admin_bp.post("/reset-all-data")
 def reset_all_data():
     """Delete every session, transcript, chat, template, analysis and recording; keep system templates and LLM setup."""
-    errors: list[str] = []
-    counts: dict[str, int] = {}
-    try:
-        counts["queuedMessages"] = drop_queued_messages()  # first, so no worker starts on rows about to go
-    except redis.RedisError as exc:
-        errors.append(f"queues: {type(exc).__name__}: {exc}")
-    try:
-        deleted = backup.wipe_rows()
-        counts.update({key: deleted[member] for key, member in (
-            ("sessions", "sessions.json"), ("chats", "chats.json"), ("messages", "messages.json"),
-            ("templates", "templates.json"), ("analysisJobs", "analysis_jobs.json"))})
-        counts["systemTemplatesRecreated"] = ensure_system_templates()
-    except peewee.PeeweeException as exc:
-        errors.append(f"database: {type(exc).__name__}: {exc}")
-    try:
-        counts["audioFiles"] = backup.wipe_audio(settings().audio_dir)
-    except OSError as exc:
-        errors.append(f"audio files: {type(exc).__name__}: {exc}")
-    errors += _rebuild_index()
+    counts, errors = data_reset.reset_all_data(current_app.extensions["parley_redis"], settings().audio_dir)
     said = ", ".join(f"{counts[k]} {label}" for k, label in (
         ("sessions", "sessions"), ("chats", "chats"), ("messages", "chat messages"), ("templates", "templates"),
         ("analysisJobs", "analysis jobs"), ("audioFiles", "audio files"), ("queuedMessages", "queued messages"))
@@ -107,31 +82,3 @@ def reset_all_data():
     message = (f"Reset {'finished with errors' if errors else 'complete'}: deleted {said or 'nothing'}; the search "
                "index was emptied; the system templates, LLM settings and models were kept.")
     return jsonify(message=message, deleted=counts, errors=errors), 500 if errors else 200
-
-
-def drop_queued_messages() -> int:
-    """Empty every queue (waiting and delayed messages); returns how many were dropped.
-
-    Model downloads are not part of the data: a pull still waiting for a worker is queued again.
-    """
-    from jobs.broker import QUEUES, broker
-    from jobs.queues import depth
-    from jobs.send import send
-
-    conn = current_app.extensions["parley_redis"]
-    dropped = 0
-    for queue in QUEUES:
-        waiting = depth(conn, queue)
-        dropped += waiting["waiting"] + waiting["delayed"]
-        broker.flush(queue)
-    for pull in ModelPull.select(ModelPull.id).where(ModelPull.status == "queued"):
-        send("pull_model", pull.id)
-    return dropped
-
-
-def _rebuild_index() -> list[str]:
-    try:
-        return [f"search index: {e}" for e in search.rebuild()["errors"]]
-    except Exception as exc:  # noqa: BLE001  (the data stands; a reindex can be run again)
-        log.exception("search rebuild failed")
-        return [f"search index: {type(exc).__name__}: {exc}"]
