@@ -57,6 +57,15 @@ class AnalysisStatus(_Status):
     CANCELED = "canceled"
 
 
+class AnalysisSummaryStatus(_Status):
+    """One session's part of an analysis (AnalysisSummary.status)."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
 class SessionStatus(_Status):
     """A session of the sessions API (Session.status)."""
 
@@ -69,6 +78,9 @@ class SessionStatus(_Status):
 
 #: Statuses after which a job (of any kind above) never changes again: plain strings, for queries and JSON.
 TERMINAL: tuple[str, ...] = ("completed", "failed", "canceled")
+
+#: A transcription job in these states is waiting for a worker or running.
+ACTIVE_JOB: tuple[str, ...] = (JobStatus.QUEUED, JobStatus.PROCESSING)
 
 #: A model pull in these states can still be canceled.
 PULL_CANCELABLE: tuple[str, ...] = ("queued", "parsing", "downloading", "canceling")

@@ -12,7 +12,7 @@ import redis
 
 from jobs import queues
 from models import AnalysisJob, Job, LlmJob, Paragraph, Segment, Session, db
-from models.statuses import TERMINAL, JobStatus, SessionStatus
+from models.statuses import ACTIVE_JOB, TERMINAL, AnalysisStatus, JobStatus, LlmJobStatus, SessionStatus
 from parley.errors import Conflict
 from services import events
 
@@ -37,7 +37,7 @@ def ask_llm_job_to_stop(conn: redis.Redis, job_id: str) -> None:
 # --- analyses -------------------------------------------------------------------------------------
 def cancel_analysis(job: AnalysisJob) -> AnalysisJob:
     """Mark an unfinished analysis "canceling" (its worker stops between steps); Conflict when it has ended."""
-    changed = AnalysisJob.update(status="canceling").where(
+    changed = AnalysisJob.update(status=AnalysisStatus.CANCELING).where(
         (AnalysisJob.id == job.id) & (AnalysisJob.status.not_in(TERMINAL))).execute()
     if not changed:
         raise Conflict(f"Analysis job {job.id} is already {AnalysisJob.get_by_id(job.id).status}.")
@@ -66,7 +66,8 @@ def stop_transcription(job: Job, status: str, message: str) -> bool:
             if job.session_id:
                 kept = bool(job.params.get("retranscription")) and Paragraph.select().where(
                     Paragraph.session == job.session_id).exists()
-                Session.update(status="completed" if kept else "failed", error_message=message).where(
+                ended = SessionStatus.COMPLETED if kept else SessionStatus.FAILED
+                Session.update(status=ended, error_message=message).where(
                     (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
             event = events.record(job.id, "status", events.status_payload(job))
     if changed:
@@ -92,9 +93,8 @@ def reset_transcriptions() -> int:
     from jobs.broker import broker
 
     broker.flush("asr")
-    unfinished = (JobStatus.QUEUED, JobStatus.PROCESSING)
     with db.atomic():
-        affected = list(Job.select().where((Job.kind == "transcribe") & Job.status.in_(unfinished)))
+        affected = list(Job.select().where((Job.kind == "transcribe") & Job.status.in_(ACTIVE_JOB)))
         ids = [j.id for j in affected]
         if not ids:
             return 0
@@ -117,8 +117,8 @@ def cancel_llm_job(conn: redis.Redis, job: LlmJob, *, message: str = CANCELED_BY
     if job.status in TERMINAL:
         raise Conflict(f"LLM job {job.id} is already {job.status}; there is nothing to cancel")
     now = time.time()
-    LlmJob.update(status="canceled", message=message, error=message, updated_at=now, finished_at=now).where(
-        (LlmJob.id == job.id) & (LlmJob.status == "queued")).execute()
+    LlmJob.update(status=LlmJobStatus.CANCELED, message=message, error=message, updated_at=now, finished_at=now).where(
+        (LlmJob.id == job.id) & (LlmJob.status == LlmJobStatus.QUEUED)).execute()
     ask_llm_job_to_stop(conn, job.id)
     return LlmJob.get_by_id(job.id).status
 
@@ -136,18 +136,18 @@ def requeue_failed_job(letter: queues.DeadLetter) -> str | None:
             event = events.record_status(job, status="queued", message=REQUEUED_BY_OPERATOR, error=None, progress=0.0,
                                          attempts=0, chunks_done=0, chunk_progress=0.0, finished_at=None)
             if job.session_id:
-                Session.update(status="queued", error_message=None).where(
+                Session.update(status=SessionStatus.QUEUED, error_message=None).where(
                     (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
         events.publish(event)
         return job.id
     if letter.actor == "generate" and isinstance(job_id, str):
-        changed = LlmJob.update(status="queued", error=None, message=REQUEUED_BY_OPERATOR, finished_at=None,
+        changed = LlmJob.update(status=LlmJobStatus.QUEUED, error=None, message=REQUEUED_BY_OPERATOR, finished_at=None,
                                 updated_at=time.time()).where(
-            (LlmJob.id == job_id) & (LlmJob.status == "failed")).execute()
+            (LlmJob.id == job_id) & (LlmJob.status == LlmJobStatus.FAILED)).execute()
         return job_id if changed else None
     if letter.actor == "analyze" and isinstance(job_id, int):
-        changed = AnalysisJob.update(status="pending", error_message=None, completed_at_ms=None).where(
-            (AnalysisJob.id == job_id) & (AnalysisJob.status == "failed")).execute()
+        changed = AnalysisJob.update(status=AnalysisStatus.PENDING, error_message=None, completed_at_ms=None).where(
+            (AnalysisJob.id == job_id) & (AnalysisJob.status == AnalysisStatus.FAILED)).execute()
         return str(job_id) if changed else None
     return None
 
@@ -164,12 +164,12 @@ def fail_unfinished_job(letter: queues.DeadLetter) -> str | None:
         return job.id if job is not None and stop_transcription(job, "failed", DROPPED_BY_OPERATOR) else None
     now = time.time()
     if letter.actor == "generate" and isinstance(job_id, str):
-        changed = LlmJob.update(status="failed", error=DROPPED_BY_OPERATOR, message=DROPPED_BY_OPERATOR,
+        changed = LlmJob.update(status=LlmJobStatus.FAILED, error=DROPPED_BY_OPERATOR, message=DROPPED_BY_OPERATOR,
                                 updated_at=now, finished_at=now).where(
             (LlmJob.id == job_id) & LlmJob.status.not_in(TERMINAL)).execute()
         return job_id if changed else None
     if letter.actor == "analyze" and isinstance(job_id, int):
-        changed = AnalysisJob.update(status="failed", error_message=DROPPED_BY_OPERATOR,
+        changed = AnalysisJob.update(status=AnalysisStatus.FAILED, error_message=DROPPED_BY_OPERATOR,
                                      completed_at_ms=int(now * 1000)).where(
             (AnalysisJob.id == job_id) & AnalysisJob.status.not_in(TERMINAL)).execute()
         return str(job_id) if changed else None

@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from models import AnalysisJob, Job, LlmJob, UsageLog, db
-from models.statuses import TERMINAL
+from models.statuses import TERMINAL, JobStatus
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _job_durations() -> list[Metric]:
 
 
 def _transcription_speed() -> list[Metric]:
-    done = ((Job.kind == "transcribe") & (Job.status == "completed") & (Job.audio_duration > 0)
+    done = ((Job.kind == "transcribe") & (Job.status == JobStatus.COMPLETED) & (Job.audio_duration > 0)
             & Job.started_at.is_null(False) & (Job.finished_at > Job.started_at))
     elapsed = Job.finished_at - Job.started_at
     rtf = HistogramMetricFamily(

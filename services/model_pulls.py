@@ -6,7 +6,7 @@ import uuid
 import redis
 
 from models import ModelPull
-from models.statuses import PULL_CANCELABLE, TERMINAL
+from models.statuses import PULL_CANCELABLE, TERMINAL, PullStatus
 from parley.config import Settings
 from parley.errors import Conflict, NotFound
 from parley.timestamps import now_ms
@@ -61,10 +61,12 @@ def cancel_pull(job_id: str) -> None:
     if pull is None:
         raise NotFound(f"Pull job {job_id} not found.")
     # A queued pull has no worker yet: it ends here, and its message will find it finished.
-    moved = (ModelPull.update(status="canceled", message=f"Download of {pull.model_name} canceled", end_ms=now_ms())
-             .where((ModelPull.id == pull.id) & (ModelPull.status == "queued")).execute()
-             or ModelPull.update(status="canceling", message=f"Canceling download of {pull.model_name}")
-             .where((ModelPull.id == pull.id) & ModelPull.status.in_(("parsing", "downloading"))).execute())
+    moved = (ModelPull.update(status=PullStatus.CANCELED, message=f"Download of {pull.model_name} canceled",
+                              end_ms=now_ms())
+             .where((ModelPull.id == pull.id) & (ModelPull.status == PullStatus.QUEUED)).execute()
+             or ModelPull.update(status=PullStatus.CANCELING, message=f"Canceling download of {pull.model_name}")
+             .where((ModelPull.id == pull.id)
+                    & ModelPull.status.in_((PullStatus.PARSING, PullStatus.DOWNLOADING))).execute())
     if not moved:
         status = ModelPull.select(ModelPull.status).where(ModelPull.id == pull.id).scalar()
         if status not in PULL_CANCELABLE:

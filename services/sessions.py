@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from models import Chat, Job, Message, Paragraph, Segment, Session, db
+from models.statuses import ACTIVE_JOB, SessionStatus
 from parley.errors import Conflict
 from parley.timestamps import now_ms
 from services.tokens import count_tokens
@@ -127,7 +128,7 @@ def create_retranscription(session: Session, *, model_name: str | None, num_spea
 
     if not session.audio_path:
         raise SessionBusy(f"session {session.id} has no audio left to transcribe")
-    active = Job.select().where((Job.session == session.id) & (Job.status.in_(("queued", "processing")))).first()
+    active = Job.select().where((Job.session == session.id) & (Job.status.in_(ACTIVE_JOB))).first()
     if active is not None:
         raise SessionBusy(f"session {session.id} is already being transcribed by job {active.id}")
     previous = Job.select().where(Job.session == session.id).order_by(Job.created_at.desc()).first()
@@ -142,7 +143,7 @@ def create_retranscription(session: Session, *, model_name: str | None, num_spea
             audio_path=session.audio_path, audio_sha256=session.audio_sha256,
             params={"keep_edits": keep_edits, "retranscription": True}, message="Queued for re-transcription",
         )
-        Session.update(status="queued", whisper_job_id=job.id, error_message=None,
+        Session.update(status=SessionStatus.QUEUED, whisper_job_id=job.id, error_message=None,
                        num_speakers=job.num_speakers).where(Session.id == session.id).execute()
         events.record(job.id, "status", events.status_payload(job))
     return job

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from models import Paragraph, Session, db
+from models.statuses import SessionStatus
 from parley.errors import InvalidInput, NotFound
 from services import search
 from services.sessions import refresh_token_count
@@ -15,7 +16,7 @@ from services.sessions import refresh_token_count
 
 def require_completed(session: Session) -> None:
     """A transcript is edited only once its transcription is complete (the worker would overwrite it)."""
-    if session.status != "completed":
+    if session.status != SessionStatus.COMPLETED:
         raise InvalidInput(f"Session {session.id} is {session.status}; its transcript can be edited once completed.")
 
 

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 
 from models import Job, Session, db
+from models.statuses import SessionStatus
 from services import events
 from services.queue import send_job
 
@@ -41,7 +42,7 @@ def start_transcription(upload: StoredAudio, *, model_name: str, language: str |
         with db.atomic():
             session = Session.create(
                 file_name=upload.original_name, audio_path=upload.stored_name, audio_sha256=upload.sha256,
-                audio_bytes=upload.size, status="queued", num_speakers=num_speakers if diarize else None,
+                audio_bytes=upload.size, status=SessionStatus.QUEUED, num_speakers=num_speakers if diarize else None,
                 **session_fields,
             )
             job = Job.create(

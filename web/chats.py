@@ -9,7 +9,7 @@ import redis
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from models import Chat, LlmJob, Message
-from models.statuses import TERMINAL
+from models.statuses import TERMINAL, LlmJobStatus
 from services import chats, job_control, llm_config, llmstore
 from services.chat_context import RESERVED_OUTPUT_TOKENS
 from services.templates import get_template_text
@@ -177,7 +177,7 @@ def _settle_from_database(job_id: str):
     job = LlmJob.get_by_id(job_id)
     if job.status not in TERMINAL:
         return False
-    if job.status == "failed":
+    if job.status == LlmJobStatus.FAILED:
         yield sse.event({"error": job.error or "the reply failed"})
     elif job.result and job.result.get("message_id"):
         message = Message.get_or_none(Message.id == job.result["message_id"])

@@ -6,6 +6,7 @@ import uuid
 from flask import Blueprint, jsonify, request
 
 from models import Job
+from models.statuses import JobStatus
 from services import modelstore, retranscriptions
 from web import forms
 from web.context import hub, settings
@@ -35,9 +36,9 @@ def _queue_and_wait(queue_job):
     finally:
         hub().unregister(job_id, q)
     job = Job.get_by_id(job_id)
-    if job.status == "completed":
+    if job.status == JobStatus.COMPLETED:
         return jsonify(job.result)
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         raise ApiError(422, f"the segment could not be re-transcribed: {job.error}")
     return jsonify(spec_status({"job_id": job.id, "status": job.status,
                                 "message": f"still running after {wait_s:.0f} s; poll /api/transcribe/status/"

@@ -11,6 +11,7 @@ from werkzeug.http import parse_range_header
 
 from jobs.heartbeats import alive_workers
 from models import Chat, Job, Paragraph, Session, db
+from models.statuses import SessionStatus
 from parley import formats
 from parley.timestamps import now_ms
 from services import search, transcript_edits
@@ -216,12 +217,12 @@ def get_transcript(session_id: str):
     session = session_or_404(session_id)
     fmt = request.args.get("format")
     if fmt is None:
-        if session.status != "completed":
+        if session.status != SessionStatus.COMPLETED:
             return jsonify([])
         return transcript_response(session)
     if fmt not in EXPORT_FORMATS:
         raise bad_request(f"format must be one of {', '.join(sorted(EXPORT_FORMATS))}")
-    if session.status != "completed":
+    if session.status != SessionStatus.COMPLETED:
         raise ApiError(409, f"Session {session.id} is {session.status}; its transcript can be exported once completed.")
     return export(session, fmt)
 

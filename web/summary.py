@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from models import LlmJob
-from models.statuses import TERMINAL
+from models.statuses import TERMINAL, LlmJobStatus
 from services import llm_config
 from services.llm_jobs import queue_llm_job
 from web import forms
@@ -86,7 +86,7 @@ def summary_status(job_id: str):
 @summary_bp.get("/summary/<job_id>")
 def summary_result(job_id: str):
     job = job_or_404(job_id, "summary")
-    if job.status != "completed":
+    if job.status != LlmJobStatus.COMPLETED:
         reason = f": {job.error}" if job.error else ""
         raise ApiError(409, f"summary {job.id} is {job.status}{reason}")
     result = job.result
@@ -148,9 +148,9 @@ def wait_for(job: LlmJob):
 @summary_bp.get("/chat/result/<job_id>")
 def chat_result(job_id: str):
     job = job_or_404(job_id, "completion")
-    if job.status == "completed":
+    if job.status == LlmJobStatus.COMPLETED:
         return jsonify(job.result)
-    if job.status == "failed":
+    if job.status == LlmJobStatus.FAILED:
         raise ApiError(503, f"the language model could not answer: {job.error}")
     return jsonify(spec_status({"job_id": job.id, "status": job.status,
                                 "message": f"still running; fetch /api/chat/result/{job.id}"})), 202

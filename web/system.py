@@ -10,6 +10,7 @@ from flask import Blueprint, current_app, jsonify
 
 from jobs.heartbeats import alive_workers
 from models import AnalysisJob, Job, db
+from models.statuses import ACTIVE_JOB
 from services import gpu, job_control
 from web.errors import ApiError
 
@@ -75,7 +76,7 @@ def readiness():
 
 @system_bp.get("/jobs/active-count")
 def active_count():
-    transcription = Job.select().where((Job.kind == "transcribe") & Job.status.in_(("queued", "processing"))).count()
+    transcription = Job.select().where((Job.kind == "transcribe") & Job.status.in_(ACTIVE_JOB)).count()
     analysis = AnalysisJob.select().where(AnalysisJob.status.in_(ACTIVE_ANALYSIS)).count()
     return jsonify(total=transcription + analysis, transcription=transcription, analysis=analysis)
 

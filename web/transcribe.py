@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
 
 from models import Job, Segment
+from models.statuses import JobStatus
 from parley import formats
 from services import events, modelstore
 from services.media import MediaError, probe
@@ -93,13 +94,13 @@ def spec_event(event: dict | None) -> dict | None:
 
 def queue_position(job: Job) -> int:
     """1 for the next job its queue will run; counts the jobs of the same kind queued before it."""
-    return Job.select().where((Job.status == "queued") & (Job.kind == job.kind)
+    return Job.select().where((Job.status == JobStatus.QUEUED) & (Job.kind == job.kind)
                               & (Job.created_at < job.created_at)).count() + 1
 
 
 def status_body(job: Job) -> dict:
     payload = events.status_payload(job)
-    if job.status == "queued":
+    if job.status == JobStatus.QUEUED:
         ahead = queue_position(job) - 1
         payload["message"] = (f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead in the queue" if ahead
                               else "Queued: next in the queue")
@@ -143,7 +144,7 @@ def job_result(job_id: str):
     fmt = (request.args.get("format") or "json").lower()
     if fmt not in RESULT_FORMATS:
         raise bad_request(f"format must be one of {', '.join(sorted(RESULT_FORMATS))}")
-    if job.status != "completed":
+    if job.status != JobStatus.COMPLETED:
         reason = f": {job.error}" if job.error else ""
         raise ApiError(409, f"job {job.id} is {job.status}{reason}; the result exists once it is completed")
     if job.kind == "retranscribe":

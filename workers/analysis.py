@@ -11,7 +11,7 @@ import time
 import types
 
 from models import AnalysisJob, AnalysisSummary, Session
-from models.statuses import TERMINAL
+from models.statuses import TERMINAL, AnalysisStatus, AnalysisSummaryStatus
 from parley.config import Settings, get_settings
 from parley.errors import Canceled
 from parley.timestamps import now_ms
@@ -56,7 +56,7 @@ def run(job_id: int, *, settings: Settings | None = None) -> None:
         return
     stream = Stream(job.id)
     try:
-        if job.status == "canceling":
+        if job.status == AnalysisStatus.CANCELING:
             raise Canceled()
         engine = llm.engine_for(settings, _config(job))
         _title(job, engine)
@@ -64,27 +64,28 @@ def run(job_id: int, *, settings: Settings | None = None) -> None:
             _advance(job, "generating_strategy")
             _strategy(job, engine)
         _advance(job, "mapping")
-        stream("status", "map", status="mapping")
+        stream("status", "map", status=AnalysisStatus.MAPPING)
         # Read the list whole first: writing while a SELECT is still open keeps an old SQLite snapshot,
         # and its upgrade to a write fails at once ("database is locked") once another process wrote.
-        pending = list(job.summaries.where(AnalysisSummary.status != "completed").order_by(AnalysisSummary.id))
+        pending = list(job.summaries.where(AnalysisSummary.status != AnalysisSummaryStatus.COMPLETED)
+                       .order_by(AnalysisSummary.id))
         for summary in pending:
             _advance(job, "mapping")  # a cancel that came between two sessions is honoured here
             _map(job, summary, engine, stream)
         _advance(job, "reducing")
-        stream("status", "reduce", status="reducing")
+        stream("status", "reduce", status=AnalysisStatus.REDUCING)
         _reduce(job, engine, stream)
         _advance(job, "completed", completed_at_ms=now_ms())
-        stream("status", "status", status="completed")
+        stream("status", "status", status=AnalysisStatus.COMPLETED)
     except Canceled:
-        _set(job, status="canceled", completed_at_ms=now_ms())
-        stream("status", "status", status="canceled")
+        _set(job, status=AnalysisStatus.CANCELED, completed_at_ms=now_ms())
+        stream("status", "status", status=AnalysisStatus.CANCELED)
     except Exception as exc:  # noqa: BLE001  (every failure must end the job, and the stream, visibly)
         log.exception("analysis %s failed", job.id)
         message = str(exc) if isinstance(exc, llm.LlmError) else f"{type(exc).__name__}: {exc}"
-        _set(job, status="failed", error_message=message, completed_at_ms=now_ms())
-        stream("error", "status", status="failed", message=message)
-        stream("status", "status", status="failed")
+        _set(job, status=AnalysisStatus.FAILED, error_message=message, completed_at_ms=now_ms())
+        stream("error", "status", status=AnalysisStatus.FAILED, message=message)
+        stream("status", "status", status=AnalysisStatus.FAILED)
 
 
 def give_up(job_id: int, reason: str) -> None:
@@ -93,10 +94,10 @@ def give_up(job_id: int, reason: str) -> None:
     if job is None or job.status in TERMINAL:
         return
     message = f"the analysis {reason}"
-    _set(job, status="failed", error_message=message, completed_at_ms=now_ms())
+    _set(job, status=AnalysisStatus.FAILED, error_message=message, completed_at_ms=now_ms())
     stream = Stream(job.id)
-    stream("error", "status", status="failed", message=message)
-    stream("status", "status", status="failed")
+    stream("error", "status", status=AnalysisStatus.FAILED, message=message)
+    stream("status", "status", status=AnalysisStatus.FAILED)
 
 
 def _config(job: AnalysisJob):
@@ -116,7 +117,7 @@ def _options(job: AnalysisJob, max_tokens: int, **extra) -> llm.Options:
 def _advance(job: AnalysisJob, status: str, **changes) -> None:
     """Move to `status` unless a cancel was asked for meanwhile: that request is never overwritten."""
     moved = AnalysisJob.update(status=status, **changes).where(
-        (AnalysisJob.id == job.id) & (AnalysisJob.status != "canceling")).execute()
+        (AnalysisJob.id == job.id) & (AnalysisJob.status != AnalysisStatus.CANCELING)).execute()
     if not moved:
         raise Canceled()
     job.status = status
@@ -213,10 +214,12 @@ def _map(job: AnalysisJob, summary: AnalysisSummary, engine, stream: Stream) -> 
     try:
         reply = _generate(job, engine, messages, max_tokens=MAP_OUTPUT_TOKENS, phase="map", stream=stream, **ids)
     except llm.LlmError as exc:  # one session failing does not fail the analysis
-        AnalysisSummary.update(status="failed", error_message=str(exc)).where(AnalysisSummary.id == summary.id).execute()
+        AnalysisSummary.update(status=AnalysisSummaryStatus.FAILED, error_message=str(exc)).where(
+            AnalysisSummary.id == summary.id).execute()
         stream("error", "map", message=str(exc), **ids)
         return
-    AnalysisSummary.update(status="completed", summary_text=reply.stored_text, prompt_tokens=reply.prompt_tokens,
+    AnalysisSummary.update(status=AnalysisSummaryStatus.COMPLETED, summary_text=reply.stored_text,
+                           prompt_tokens=reply.prompt_tokens,
                            completion_tokens=reply.completion_tokens, duration_ms=reply.duration_ms).where(
         AnalysisSummary.id == summary.id).execute()
     usage.record_llm(source="analysis_map", model=job.model_name or "", prompt_tokens=reply.prompt_tokens,
@@ -227,7 +230,8 @@ def _map(job: AnalysisJob, summary: AnalysisSummary, engine, stream: Stream) -> 
 
 def _reduce(job: AnalysisJob, engine, stream: Stream) -> None:
     rows = (AnalysisSummary.select(AnalysisSummary, Session).join(Session)
-            .where((AnalysisSummary.analysis_job == job.id) & (AnalysisSummary.status == "completed"))
+            .where((AnalysisSummary.analysis_job == job.id)
+                   & (AnalysisSummary.status == AnalysisSummaryStatus.COMPLETED))
             .order_by(Session.date, Session.id))
     if not rows:
         raise llm.LlmError("no session could be summarised, so there is nothing to combine")

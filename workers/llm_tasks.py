@@ -7,7 +7,7 @@ import logging
 import time
 
 from models import Chat, LlmJob, Message, db
-from models.statuses import TERMINAL
+from models.statuses import TERMINAL, LlmJobStatus
 from parley.config import Settings, get_settings
 from parley.redisconn import client
 from parley.timestamps import now_ms
@@ -33,7 +33,8 @@ class Publisher:
 
 
 def _finish(job: LlmJob, publish: Publisher, status: str, *, result=None, error: str | None = None) -> None:
-    LlmJob.update(status=status, result=result, error=error, progress=100.0 if status == "completed" else job.progress,
+    progress = 100.0 if status == LlmJobStatus.COMPLETED else job.progress
+    LlmJob.update(status=status, result=result, error=error, progress=progress,
                   message=error or status, updated_at=time.time(), finished_at=time.time()).where(
         LlmJob.id == job.id).execute()
     publish("status", status=status, error=error, result=result)
@@ -45,8 +46,8 @@ def run(job_id: str, *, settings: Settings | None = None) -> None:
     if job is None or job.status in TERMINAL:
         return
     publish = Publisher(job.id)
-    LlmJob.update(status="processing", updated_at=time.time()).where(LlmJob.id == job.id).execute()
-    publish("status", status="processing")
+    LlmJob.update(status=LlmJobStatus.PROCESSING, updated_at=time.time()).where(LlmJob.id == job.id).execute()
+    publish("status", status=LlmJobStatus.PROCESSING)
     task = {"chat_reply": _chat_reply, "completion": _completion, "summary": _summary,
             "load_model": _load_model, "unload_model": _unload_model}[job.kind]
     try:
@@ -229,7 +230,7 @@ def _summary(job: LlmJob, settings: Settings, publish: Publisher) -> None:
 
 def _progress(job: LlmJob, publish: Publisher, progress: float, message: str) -> None:
     LlmJob.update(progress=progress, message=message, updated_at=time.time()).where(LlmJob.id == job.id).execute()
-    publish("status", status="processing", progress=progress, message=message)
+    publish("status", status=LlmJobStatus.PROCESSING, progress=progress, message=message)
 
 
 def _split_to_fit(text: str, *, count, budget: int) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import peewee
 
 from models import Job, Paragraph, Segment, Session, db
+from models.statuses import JobStatus, SessionStatus
 from parley.config import Settings, get_settings
 from parley.errors import Canceled, ParleyError
 from services import events, modelstore, search, sessions, usage
@@ -102,18 +103,19 @@ def fail(job: Job, message: str) -> None:
     """Mark the job failed; drop its partial segments so nothing half-done is served as a transcript."""
     with db.atomic():
         Segment.delete().where(Segment.job == job.id).execute()
-        event = events.record_status(job, status="failed", error=message, message=message, finished_at=time.time())
+        event = events.record_status(job, status=JobStatus.FAILED, error=message, message=message,
+                                     finished_at=time.time())
         if job.session_id and job.kind == "transcribe":
             # A failed re-transcription leaves the transcript the session already had in place.
             had_transcript = bool(job.params.get("retranscription")) and Paragraph.select().where(
                 Paragraph.session == job.session_id).exists()
-            Session.update(status="completed" if had_transcript else "failed",
+            Session.update(status=SessionStatus.COMPLETED if had_transcript else SessionStatus.FAILED,
                            error_message=message).where(Session.id == job.session_id).execute()
     events.publish(event)
 
 
 def _start(job: Job, message: str) -> None:
-    events.emit_status(job, status="processing", attempts=job.attempts + 1, worker=WORKER_ID,
+    events.emit_status(job, status=JobStatus.PROCESSING, attempts=job.attempts + 1, worker=WORKER_ID,
                        started_at=job.started_at or time.time(), message=message)
 
 
@@ -126,7 +128,8 @@ def _transcribe(job: Job, settings: Settings) -> None:
     resuming = job.chunks_done > 0 or Segment.select().where(Segment.job == job.id).exists()
     _start(job, "Resuming transcription..." if resuming else "Decoding audio...")
     if job.session_id:
-        Session.update(status="transcribing", whisper_job_id=job.id).where(Session.id == job.session_id).execute()
+        Session.update(status=SessionStatus.TRANSCRIBING, whisper_job_id=job.id).where(
+            Session.id == job.session_id).execute()
 
     audio = decode(audio_file(settings, job))
     duration = len(audio) / SAMPLE_RATE
@@ -232,7 +235,7 @@ def _label_speakers(job: Job, final_turns: list[turns.SpeakerTurn]) -> None:
 
 def _complete(job: Job) -> None:
     with db.atomic():
-        event = events.record_status(job, status="completed", progress=100.0, chunk_progress=100.0,
+        event = events.record_status(job, status=JobStatus.COMPLETED, progress=100.0, chunk_progress=100.0,
                                      message="Transcription completed", finished_at=time.time())
         if job.session_id:
             sessions.finish_transcription(job)
@@ -272,7 +275,7 @@ def _retranscribe(job: Job, settings: Settings) -> None:
         "language": recognition.language,
         "words": [w.__dict__ for w in words],
     }
-    events.emit_status(job, status="completed", progress=100.0, message="Segment re-transcribed",
+    events.emit_status(job, status=JobStatus.COMPLETED, progress=100.0, message="Segment re-transcribed",
                        result=result, detected_language=recognition.language, finished_at=time.time())
 
 
