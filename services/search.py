@@ -31,7 +31,7 @@ import logging
 
 from parley.config import get_settings
 # The query language's names, for callers that only know this module (re-exported on purpose).
-from services.search_base import SEARCH_TYPES, Backend, SearchQueryError, parse_query  # noqa: F401
+from services.search_base import SEARCH_TYPES, Backend, SearchPage, SearchQueryError, parse_query  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def remove_chat(chat_id: int) -> None:
 
 
 def search(q: str, *, limit: int = 20, offset: int = 0, client_name: str | None = None,
-           search_type: str = "all") -> tuple[list[dict], int]:
+           search_type: str = "all") -> SearchPage:
     """Results (contract §6 shape) and the total number of matches; raises SearchQueryError."""
     if search_type not in SEARCH_TYPES:
         raise SearchQueryError(f"searchType must be one of {', '.join(SEARCH_TYPES)}")

@@ -211,6 +211,15 @@ def standalone_chat_ids() -> list[int]:
     return [c.id for c in Chat.select(Chat.id).where(Chat.session.is_null()).order_by(Chat.id)]
 
 
+@dataclass
+class SearchPage:
+    """One page of results, and how many documents match in all."""
+
+    results: list[dict]
+    total: int
+    total_is_estimate: bool = False  # True when counting every match would cost too much (see search_db)
+
+
 class Backend(Protocol):
     """What every search backend does (services/search_db.py, services/search_opensearch.py); documents are the
     dicts built above."""
@@ -222,5 +231,5 @@ class Backend(Protocol):
     def remove_session(self, session_id: int) -> None: ...
     def remove_chat(self, chat_id: int) -> None: ...
     def search(self, query: Query, *, limit: int, offset: int, client_name: str | None,
-               search_type: str) -> tuple[list[dict], int]: ...
+               search_type: str) -> SearchPage: ...
     def rebuild(self) -> dict: ...

@@ -19,6 +19,11 @@ BM25_WEIGHTS = (1.0, 0.4)  # text, meta
 HEADLINE_OPTIONS = (f"StartSel={s.MARK_OPEN}, StopSel={s.MARK_CLOSE}, MaxFragments=2, MaxWords=35, MinWords=12, "
                     'FragmentDelimiter=" ... "')
 LOCK_BASE = 7_460_500
+# A query matching more documents than this is ranked among its RANK_WINDOW most recently indexed matches, and
+# its total is extrapolated from how densely they lie (SearchPage.total_is_estimate). Below it, the ranking and
+# the count are exact. Measured by scripts/bench/search.py at 500,000 paragraphs: ranking and counting every
+# match of a common word or prefix cost up to 100 ms on SQLite and 350 ms on PostgreSQL.
+RANK_WINDOW = 2000
 LT, GT = "\ue002", "\ue003"  # stand-ins for < and > while PostgreSQL builds a headline
 
 
@@ -76,7 +81,13 @@ def tsquery_expression(query: s.Query) -> str:
 
 # --- the backend ----------------------------------------------------------------------------------
 class DatabaseBackend(s.Backend):
+    """rank_window: how many matches a query ranks at most (default RANK_WINDOW); None ranks and counts every
+    match, as before the window existed (the search benchmark's baseline)."""
+
     name = "database"
+
+    def __init__(self, *, rank_window: int | None = RANK_WINDOW):
+        self.rank_window = rank_window
 
     # writing
     @contextmanager
@@ -173,13 +184,15 @@ class DatabaseBackend(s.Backend):
         return "%s" if is_postgres() else "?"
 
     def search(self, query: s.Query, *, limit: int, offset: int, client_name: str | None,
-               search_type: str) -> tuple[list[dict], int]:
+               search_type: str) -> s.SearchPage:
         with db.connection_context():
             if not query:
-                return self._browse(limit=limit, offset=offset, client_name=client_name, search_type=search_type)
+                return s.SearchPage(*self._browse(limit=limit, offset=offset, client_name=client_name,
+                                                  search_type=search_type))
+            window = self.rank_window if self.rank_window and offset + limit <= self.rank_window else None
             if is_postgres():
-                return self._search_postgres(query, limit, offset, client_name, search_type)
-            return self._search_sqlite(query, limit, offset, client_name, search_type)
+                return self._search_postgres(query, limit, offset, client_name, search_type, window)
+            return self._search_sqlite(query, limit, offset, client_name, search_type, window)
 
     def _browse(self, *, limit, offset, client_name, search_type):
         clauses, params = self._filters(client_name, search_type)
@@ -191,14 +204,26 @@ class DatabaseBackend(s.Backend):
             f"ORDER BY d.timestamp DESC, d.id DESC LIMIT {ph} OFFSET {ph}", [*params, limit, offset]).fetchall()
         return [_result(r) for r in rows], total
 
-    def _search_sqlite(self, query, limit, offset, client_name, search_type):
+    def _search_sqlite(self, query, limit, offset, client_name, search_type, window):
         clauses, params = self._filters(client_name, search_type)
         where = " AND ".join(["search_fts MATCH ?", *clauses])
         match = fts5_expression(query)
         base = f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid WHERE {where}"
+        weights = ", ".join(str(w) for w in BM25_WEIGHTS)
         try:
-            total = db.execute_sql(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
-            weights = ", ".join(str(w) for w in BM25_WEIGHTS)
+            if window:
+                # Newest matches first: FTS5 walks its doclists backwards and stops after window + 1 rows,
+                # scoring each with bm25 (the same score as a full ranking: bm25 uses index-wide statistics).
+                # Without filters the documents table is left out: joining it doubles the cost of a prefix.
+                source = base if clauses else "FROM search_fts WHERE search_fts MATCH ?"
+                found = db.execute_sql(f"SELECT search_fts.rowid, bm25(search_fts, {weights}) {source} "
+                                       f"ORDER BY search_fts.rowid DESC LIMIT ?",
+                                       [match, *params, window + 1]).fetchall()
+                if len(found) > window:
+                    return self._window_page_sqlite(found[:window], match, limit, offset)
+                total = len(found)  # every match was seen: the exact ranking below costs at most `window` rows
+            else:
+                total = db.execute_sql(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
             rows = db.execute_sql(
                 f"SELECT {COLUMNS}, -bm25(search_fts, {weights}) AS score, "
                 f"snippet(search_fts, 0, ?, ?, ' ... ', 40) {base} "
@@ -206,30 +231,71 @@ class DatabaseBackend(s.Backend):
                 [s.MARK_OPEN, s.MARK_CLOSE, match, *params, limit, offset]).fetchall()
         except peewee.OperationalError as exc:  # a syntax error would be ours; say so rather than 500
             raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
-        return [_result(r) for r in rows], total
+        return s.SearchPage([_result(r) for r in rows], total)
 
-    def _search_postgres(self, query, limit, offset, client_name, search_type):
+    def _search_postgres(self, query, limit, offset, client_name, search_type, window):
         clauses, params = self._filters(client_name, search_type)
         where = " AND ".join(["d.tsv @@ q.query", *clauses])
         tsq = tsquery_expression(query)
         base = f"FROM search_document d, to_tsquery('english', %s) AS q(query) WHERE {where}"
+        # ts_headline drops what its parser takes for HTML tags: hide < and > from it.
+        headline = "ts_headline('english', replace(replace(d.text, '<', %s), '>', %s), query, %s)"
         try:
             with db.atomic():
-                total = db.execute_sql(f"SELECT count(*) {base}", [tsq, *params]).fetchone()[0]
+                if window:
+                    found = db.execute_sql(f"SELECT d.id, ts_rank(d.tsv, q.query) {base} "
+                                           f"ORDER BY d.id DESC LIMIT %s", [tsq, *params, window + 1]).fetchall()
+                    if len(found) > window:
+                        return self._window_page_postgres(found[:window], tsq, headline, limit, offset)
+                    total = len(found)  # every match was seen: the exact ranking below costs at most `window` rows
+                else:
+                    total = db.execute_sql(f"SELECT count(*) {base}", [tsq, *params]).fetchone()[0]
                 rows = db.execute_sql(
-                    # ts_headline drops what its parser takes for HTML tags: hide < and > from it.
-                    f"SELECT {COLUMNS}, score, ts_headline('english', "
-                    f"replace(replace(d.text, '<', %s), '>', %s), query, %s) FROM ("
+                    f"SELECT {COLUMNS}, score, {headline} FROM ("
                     f"SELECT d.*, q.query, ts_rank(d.tsv, q.query) AS score {base} "
                     f"ORDER BY score DESC, d.timestamp DESC, d.id DESC LIMIT %s OFFSET %s) AS d "
                     f"ORDER BY score DESC, d.timestamp DESC, d.id DESC",
                     [LT, GT, HEADLINE_OPTIONS, tsq, *params, limit, offset]).fetchall()
         except peewee.ProgrammingError as exc:
             raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
-        return [_result(r) for r in rows], total
+        return s.SearchPage([_result(r) for r in rows], total)
+
+    def _window_page_postgres(self, found, tsq, headline, limit, offset) -> s.SearchPage:
+        """As _window_page_sqlite, with ts_rank scores (higher is better) and ts_headline fragments."""
+        ranked = sorted(found, key=lambda r: (-r[1], -r[0]))[offset:offset + limit]
+        rows = {}
+        if ranked:
+            rows = {row[-1]: row[:-1] for row in db.execute_sql(
+                f"SELECT {COLUMNS}, NULL, {headline}, d.id FROM search_document d, "
+                f"to_tsquery('english', %s) AS q(query) WHERE d.id = ANY(%s)",
+                [LT, GT, HEADLINE_OPTIONS, tsq, [i for i, _ in ranked]]).fetchall()}
+        results = [_result(rows[i][:9] + (score,) + rows[i][10:]) for i, score in ranked if i in rows]
+        return s.SearchPage(results, _extrapolated_total(found), total_is_estimate=True)
+
+    def _window_page_sqlite(self, found, match, limit, offset) -> s.SearchPage:
+        """The page of the best-ranked rows among `found` ((rowid, bm25), newest first), and the extrapolated total."""
+        ranked = sorted(found, key=lambda r: (r[1], -r[0]))[offset:offset + limit]  # bm25: lower is better
+        rows = {}
+        if ranked:
+            rows = {row[-1]: row[:-1] for row in db.execute_sql(
+                f"SELECT {COLUMNS}, NULL, snippet(search_fts, 0, ?, ?, ' ... ', 40), search_fts.rowid "
+                f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid WHERE search_fts MATCH ? "
+                f"AND search_fts.rowid IN ({', '.join('?' * len(ranked))})",
+                [s.MARK_OPEN, s.MARK_CLOSE, match, *(r for r, _ in ranked)]).fetchall()}
+        results = [_result(rows[i][:9] + (-score,) + rows[i][10:]) for i, score in ranked if i in rows]
+        return s.SearchPage(results, _extrapolated_total(found), total_is_estimate=True)
 
 
 COLUMNS = ("d.doc_key, d.type, d.chat_id, d.session_id, d.sender, d.timestamp, d.client_name, d.tags, d.text")
+
+
+def _extrapolated_total(found) -> int:
+    """How many documents match in all, from the window of matches `found` (id first, newest first): as many
+    as lie as densely over every id from the oldest document up to the newest match."""
+    newest, oldest_found = found[0][0], found[-1][0]
+    first_id = db.execute_sql("SELECT min(id) FROM search_document").fetchone()[0] or 1
+    density = len(found) / max(newest - oldest_found + 1, 1)
+    return max(len(found) + 1, round(density * (newest - first_id + 1)))
 
 
 def _result(row) -> dict:

@@ -143,7 +143,7 @@ class OpenSearchBackend(s.Backend):
         return counts
 
     def search(self, query: s.Query, *, limit: int, offset: int, client_name: str | None,
-               search_type: str) -> tuple[list[dict], int]:
+               search_type: str) -> s.SearchPage:
         from opensearchpy.exceptions import NotFoundError, RequestError
 
         filters: list[dict] = []
@@ -165,7 +165,7 @@ class OpenSearchBackend(s.Backend):
         try:
             answer = self.client.search(index=self.index, body=body)
         except NotFoundError:
-            return [], 0  # nothing indexed yet
+            return s.SearchPage([], 0)  # nothing indexed yet
         except RequestError as exc:
             raise s.SearchQueryError(f"the search engine rejected the query: {exc.error}") from None
         total = answer["hits"]["total"]
@@ -175,7 +175,7 @@ class OpenSearchBackend(s.Backend):
             doc = {**hit["_source"], "id": hit["_id"]}
             results.append(s.result(doc, score=hit.get("_score") if query else None,
                                     fragments=(hit.get("highlight") or {}).get("text")))
-        return results, total
+        return s.SearchPage(results, total)
 
 
 def _source(doc: dict) -> dict:

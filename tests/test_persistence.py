@@ -162,3 +162,35 @@ def test_sessions_of_the_transcription_api_get_contract_values(database_url):
         assert (Session.get_by_id(old.id).client_name, Session.get_by_id(old.id).session_type,
                 Session.get_by_id(old.id).therapy) == ("Transcription API", "Transcription API", "N/A")
         assert (Session.get_by_id(kept.id).client_name, Session.get_by_id(kept.id).therapy) == ("Jane", "CBT")
+
+
+def test_the_prefix_index_migration_keeps_what_was_searchable(tmp_path):
+    """Migration 0010 rebuilds SQLite's full-text table with prefix indexes: every indexed paragraph stays found."""
+    from playhouse.migrations import Runner
+
+    from models import Paragraph, Session, db, migrate
+    from models.db import MIGRATIONS_DIR, init_db
+    from services.search import parse_query
+    from services.search_db import DatabaseBackend
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    database = init_db(url)
+    with database.connection_context():
+        Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0009_transcription_api_sessions")
+        session = Session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed",
+                                 client_name="Jane")
+        for idx, text in enumerate(["We spoke about anxiety at work.", "Gardening helps her relax."]):
+            Paragraph.create(session=session, idx=idx, start_ms=idx * 1000, end_ms=idx * 1000 + 900, text=text)
+    DatabaseBackend().index_session(session.id)
+
+    def found(q: str) -> list[str]:
+        return [r["id"] for r in DatabaseBackend().search(parse_query(q), limit=10, offset=0, client_name=None,
+                                                          search_type="all").results]
+
+    before = {q: found(q) for q in ("anx*", "garden*", "relax", '"at work"')}
+    assert before["anx*"] == [f"{session.id}_0"] and before["garden*"] == [f"{session.id}_1"]
+    assert migrate(url) == ["0010_search_prefix_index"]
+    with db.connection_context():
+        sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'search_fts'").fetchone()[0]
+    assert "prefix = '2 3 4 5'" in sql
+    assert {q: found(q) for q in before} == before

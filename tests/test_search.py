@@ -190,6 +190,42 @@ def test_pagination(env):
     assert len(ok(stack, q="routine")["results"]) == 20  # the default limit
 
 
+def test_a_query_matching_more_than_the_rank_window(env):
+    """Past the window, only the newest matches are ranked and the total is an estimate, said so; within it,
+    results and total are exactly those of ranking every match (what small archives always get)."""
+    stack, ids = env
+    body = ok(stack, q="routine")
+    assert body["total"] == 25 and body["totalIsEstimate"] is False  # 25 matches: far inside the window
+    if stack.env.get("PARLEY_SEARCH_BACKEND") == "opensearch":
+        return  # OpenSearch counts every match itself; the window is the database backend's
+    from models import init_db
+    from services.search import parse_query
+    from services.search_db import DatabaseBackend, SearchDocument
+
+    init_db(stack.env["DATABASE_URL"])
+    query = parse_query("routine")
+
+    def run(window, **kw):
+        args = {"limit": 25, "offset": 0, "client_name": None, "search_type": "all", **kw}
+        return DatabaseBackend(rank_window=window).search(query, **args)
+
+    every = run(None)
+    assert every.total == 25 and not every.total_is_estimate
+    wide = run(100)
+    assert (wide.results, wide.total, wide.total_is_estimate) == (every.results, 25, False)
+
+    narrow = run(10, limit=5)
+    assert narrow.total_is_estimate and 10 < narrow.total <= 50
+    row_ids = dict(SearchDocument.select(SearchDocument.doc_key, SearchDocument.id).tuples())
+    newest = sorted((r for r in every.results), key=lambda r: row_ids[r["id"]], reverse=True)[:10]
+    best_of_newest = sorted(newest, key=lambda r: (-r["score"], -row_ids[r["id"]]))[:5]
+    assert [r["id"] for r in narrow.results] == [r["id"] for r in best_of_newest]
+    assert [r["score"] for r in narrow.results] == pytest.approx([r["score"] for r in best_of_newest])
+    assert all(r["highlights"] for r in narrow.results)  # snippets as on the exact path
+    second = run(10, limit=5, offset=5)
+    assert not {r["id"] for r in second.results} & {r["id"] for r in narrow.results}
+
+
 def test_snippets_are_escaped(env):
     stack, ids = env
     hit = next(r for r in ok(stack, q="pasted")["results"])

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from web.openapi_schema import (array, error, integer, nullable, number, obj, operation, query_param, response, string)
+from services.search_db import RANK_WINDOW
+from web.openapi_schema import (array, boolean, error, integer, nullable, number, obj, operation, query_param, response,
+                                string)
 from web.search import MAX_FROM
 
 
@@ -43,8 +45,14 @@ def search_paths() -> dict[str, Any]:
                         "query": string('What was searched; "No query or filters provided" when q and '
                                         "clientName are both empty (then results is empty)"),
                         "results": array(search_result()),
-                        "total": integer("Matches in all, for paging with from and limit"),
-                    })),
+                        "total": integer("Matches in all, for paging with from and limit; extrapolated when "
+                                         "totalIsEstimate is true"),
+                        "totalIsEstimate": boolean(
+                            f"True when the query matched more than {RANK_WINDOW:,} documents (database backend): "
+                            f"they were ranked among their {RANK_WINDOW:,} most recently indexed matches and the "
+                            "total extrapolated from how densely those lie; false when every match was ranked and "
+                            "counted. Absent when q and clientName are both empty"),
+                    }, required=["query", "results", "total"])),
                     "400": error("limit not in 1..100, from negative or not an integer, searchType not chat, "
                                  "transcript or all, or a malformed query"),
                     "503": error("The search engine is unreachable"),

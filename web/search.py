@@ -28,8 +28,7 @@ def search_route():
     if not q and not client_name:
         return jsonify(query="No query or filters provided", results=[], total=0)
     try:
-        results, total = search.search(q, limit=limit, offset=offset, client_name=client_name,
-                                       search_type=search_type)
+        page = search.search(q, limit=limit, offset=offset, client_name=client_name, search_type=search_type)
     except search.SearchQueryError as exc:
         raise bad_request(f"invalid search query: {exc}") from None
     except Exception as exc:  # noqa: BLE001  (the engine is down or failed: say so, not a bare 500)
@@ -37,7 +36,8 @@ def search_route():
         raise ApiError(503, f"search is unavailable ({type(exc).__name__}); try again shortly") from None
     described = " ".join(filter(None, [q and f"q={q!r}", client_name and f"clientName={client_name!r}",
                                        f"searchType={search_type}"]))
-    return jsonify(query=described, results=results, total=total)
+    # totalIsEstimate (an addition to the contract's shape): the total was extrapolated, not counted.
+    return jsonify(query=described, results=page.results, total=page.total, totalIsEstimate=page.total_is_estimate)
 
 
 @search_bp.post("/admin/reindex-elasticsearch")
