@@ -1,6 +1,8 @@
 """No invented text: Whisper's hallucinations are dropped, and no real speech is, on real recordings."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -38,9 +40,15 @@ def test_text_invented_in_the_hiss_after_real_speech_is_dropped():
     assert wer(real_recordings()["jfk"].text, " ".join(s.text for s in guarded)) <= 0.1
 
 
+def _words(text: str) -> set[str]:
+    return set(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
 @pytest.mark.parametrize("model_name", ["tiny.en", "base"])
 def test_the_guard_keeps_every_real_segment(model_name):
-    """Every segment the engine finds in real speech (read, telephone, meetings) passes the guard."""
+    """Every segment the engine finds in real speech (read, telephone, meetings) passes the guard, unless it only
+    repeats words the engine already wrote: Whisper's loop at a clip's end (`base` on the telephone call writes
+    the real last line up to 29.8 s, then " I'm in New Jersey now." into the last 0.14 s, a line from 20 s)."""
     from faster_whisper import WhisperModel
 
     settings = get_settings()
@@ -51,8 +59,11 @@ def test_the_guard_keeps_every_real_segment(model_name):
     for name in names:
         audio, _ = sf.read(real_recordings()[name].wav, dtype="float32")
         for vad in (True, False):
+            written: set[str] = set()
             for seg in model.transcribe(audio, beam_size=settings.beam_size, word_timestamps=True, vad_filter=vad)[0]:
-                assert asr.hallucination(seg) is None, (name, vad, seg.start, seg.text)
+                why = asr.hallucination(seg)
+                assert why is None or _words(seg.text) <= written, (name, vad, seg.start, seg.text, why)
+                written |= _words(seg.text)
 
 
 def test_the_rate_rule_allows_for_squeezed_timings_of_short_segments():
