@@ -216,11 +216,17 @@ class DatabaseBackend(s.Backend):
                 # scoring each with bm25 (the same score as a full ranking: bm25 uses index-wide statistics).
                 # Without filters the documents table is left out: joining it doubles the cost of a prefix.
                 source = base if clauses else "FROM search_fts WHERE search_fts MATCH ?"
-                found = db.execute_sql(f"SELECT search_fts.rowid, bm25(search_fts, {weights}) {source} "
+                found = db.execute_sql(f"SELECT search_fts.rowid, -bm25(search_fts, {weights}) {source} "
                                        f"ORDER BY search_fts.rowid DESC LIMIT ?",
                                        [match, *params, window + 1]).fetchall()
                 if len(found) > window:
-                    return self._window_page_sqlite(found[:window], match, limit, offset)
+                    def fetch(ids):
+                        return {row[-1]: row[:-1] for row in db.execute_sql(
+                            f"SELECT {COLUMNS}, NULL, snippet(search_fts, 0, ?, ?, ' ... ', 40), search_fts.rowid "
+                            f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid "
+                            f"WHERE search_fts MATCH ? AND search_fts.rowid IN ({', '.join('?' * len(ids))})",
+                            [s.MARK_OPEN, s.MARK_CLOSE, match, *ids]).fetchall()}
+                    return _window_page(found[:window], limit, offset, fetch)
                 total = len(found)  # every match was seen: the exact ranking below costs at most `window` rows
             else:
                 total = db.execute_sql(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
@@ -246,7 +252,12 @@ class DatabaseBackend(s.Backend):
                     found = db.execute_sql(f"SELECT d.id, ts_rank(d.tsv, q.query) {base} "
                                            f"ORDER BY d.id DESC LIMIT %s", [tsq, *params, window + 1]).fetchall()
                     if len(found) > window:
-                        return self._window_page_postgres(found[:window], tsq, headline, limit, offset)
+                        def fetch(ids):
+                            return {row[-1]: row[:-1] for row in db.execute_sql(
+                                f"SELECT {COLUMNS}, NULL, {headline}, d.id FROM search_document d, "
+                                f"to_tsquery('english', %s) AS q(query) WHERE d.id = ANY(%s)",
+                                [LT, GT, HEADLINE_OPTIONS, tsq, ids]).fetchall()}
+                        return _window_page(found[:window], limit, offset, fetch)
                     total = len(found)  # every match was seen: the exact ranking below costs at most `window` rows
                 else:
                     total = db.execute_sql(f"SELECT count(*) {base}", [tsq, *params]).fetchone()[0]
@@ -260,33 +271,17 @@ class DatabaseBackend(s.Backend):
             raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
         return s.SearchPage([_result(r) for r in rows], total)
 
-    def _window_page_postgres(self, found, tsq, headline, limit, offset) -> s.SearchPage:
-        """As _window_page_sqlite, with ts_rank scores (higher is better) and ts_headline fragments."""
-        ranked = sorted(found, key=lambda r: (-r[1], -r[0]))[offset:offset + limit]
-        rows = {}
-        if ranked:
-            rows = {row[-1]: row[:-1] for row in db.execute_sql(
-                f"SELECT {COLUMNS}, NULL, {headline}, d.id FROM search_document d, "
-                f"to_tsquery('english', %s) AS q(query) WHERE d.id = ANY(%s)",
-                [LT, GT, HEADLINE_OPTIONS, tsq, [i for i, _ in ranked]]).fetchall()}
-        results = [_result(rows[i][:9] + (score,) + rows[i][10:]) for i, score in ranked if i in rows]
-        return s.SearchPage(results, _extrapolated_total(found), total_is_estimate=True)
-
-    def _window_page_sqlite(self, found, match, limit, offset) -> s.SearchPage:
-        """The page of the best-ranked rows among `found` ((rowid, bm25), newest first), and the extrapolated total."""
-        ranked = sorted(found, key=lambda r: (r[1], -r[0]))[offset:offset + limit]  # bm25: lower is better
-        rows = {}
-        if ranked:
-            rows = {row[-1]: row[:-1] for row in db.execute_sql(
-                f"SELECT {COLUMNS}, NULL, snippet(search_fts, 0, ?, ?, ' ... ', 40), search_fts.rowid "
-                f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid WHERE search_fts MATCH ? "
-                f"AND search_fts.rowid IN ({', '.join('?' * len(ranked))})",
-                [s.MARK_OPEN, s.MARK_CLOSE, match, *(r for r, _ in ranked)]).fetchall()}
-        results = [_result(rows[i][:9] + (-score,) + rows[i][10:]) for i, score in ranked if i in rows]
-        return s.SearchPage(results, _extrapolated_total(found), total_is_estimate=True)
-
 
 COLUMNS = ("d.doc_key, d.type, d.chat_id, d.session_id, d.sender, d.timestamp, d.client_name, d.tags, d.text")
+
+
+def _window_page(found, limit, offset, fetch) -> s.SearchPage:
+    """The page of the best-scored of the window's matches `found` ((id, score), newest first, higher scores
+    better; ties go to the newest), its rows read by `fetch(ids) -> {id: row}`, and the extrapolated total."""
+    ranked = sorted(found, key=lambda r: (-r[1], -r[0]))[offset:offset + limit]
+    rows = fetch([i for i, _ in ranked]) if ranked else {}
+    results = [_result(rows[i][:9] + (score,) + rows[i][10:]) for i, score in ranked if i in rows]
+    return s.SearchPage(results, _extrapolated_total(found), total_is_estimate=True)
 
 
 def _extrapolated_total(found) -> int:
