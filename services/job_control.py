@@ -58,7 +58,7 @@ def stop_transcription(job: Job, status: str, message: str) -> bool:
         changed = Job.update(status=status, message=message, error=message, updated_at=now, finished_at=now).where(
             (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
         if changed:
-            if status == "failed":
+            if status == JobStatus.FAILED:
                 # As workers.pipeline.fail does: a failed job serves no half transcript, and a later retry
                 # starts from the beginning.
                 Segment.delete().where(Segment.job == job.id).execute()
@@ -77,7 +77,7 @@ def stop_transcription(job: Job, status: str, message: str) -> bool:
 
 def cancel_transcription(conn: redis.Redis, job: Job, *, message: str = CANCELED_BY_OPERATOR) -> None:
     """Cancel a transcription or re-transcription; Conflict when it has ended."""
-    if not stop_transcription(job, "canceled", message):
+    if not stop_transcription(job, JobStatus.CANCELED, message):
         raise Conflict(f"job {job.id} is already {Job.get_by_id(job.id).status}; there is nothing to cancel")
     try:
         # Workers skip canceled jobs anyway; dropping the message keeps the waiting count honest.
@@ -129,12 +129,12 @@ def requeue_failed_job(letter: queues.DeadLetter) -> str | None:
     job_id = letter.args[0] if letter.args else None
     if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
         job = Job.get_or_none(Job.id == job_id)
-        if job is None or job.status != "failed":
+        if job is None or job.status != JobStatus.FAILED:
             return None
         with db.atomic():
             # A failed job's segments are gone (workers.pipeline.fail), so it starts again from the beginning.
-            event = events.record_status(job, status="queued", message=REQUEUED_BY_OPERATOR, error=None, progress=0.0,
-                                         attempts=0, chunks_done=0, chunk_progress=0.0, finished_at=None)
+            event = events.record_status(job, status=JobStatus.QUEUED, message=REQUEUED_BY_OPERATOR, error=None,
+                                         progress=0.0, attempts=0, chunks_done=0, chunk_progress=0.0, finished_at=None)
             if job.session_id:
                 Session.update(status=SessionStatus.QUEUED, error_message=None).where(
                     (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
@@ -161,7 +161,7 @@ def fail_unfinished_job(letter: queues.DeadLetter) -> str | None:
     job_id = letter.args[0] if letter.args else None
     if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
         job = Job.get_or_none(Job.id == job_id)
-        return job.id if job is not None and stop_transcription(job, "failed", DROPPED_BY_OPERATOR) else None
+        return job.id if job is not None and stop_transcription(job, JobStatus.FAILED, DROPPED_BY_OPERATOR) else None
     now = time.time()
     if letter.actor == "generate" and isinstance(job_id, str):
         changed = LlmJob.update(status=LlmJobStatus.FAILED, error=DROPPED_BY_OPERATOR, message=DROPPED_BY_OPERATOR,
