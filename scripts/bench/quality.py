@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -287,6 +288,17 @@ SEG_WINDOW, SEG_SHIFT, SEG_FIELD = 160000, 270, 991
 POWERSET = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.float32)
 
 
+@functools.lru_cache(maxsize=1)
+def _segmentation_model():
+    """The segmentation ONNX under onnxruntime, loaded once for every file."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 2
+    return onnxruntime.InferenceSession(str(MODEL_DIR / "diarization" / "segmentation-3.0.onnx"), options,
+                                        providers=["CPUExecutionProvider"])
+
+
 def clustering_floor(audio: np.ndarray, reference, window_shift: float) -> list[tuple[float, float, str]]:
     """Turns that the segmentation model would give with PERFECT clustering: what no clustering can beat.
 
@@ -296,7 +308,6 @@ def clustering_floor(audio: np.ndarray, reference, window_shift: float) -> list[
     counts, and that many speakers are taken, the most active first. What is left is the segmentation
     model's own error: speech it misses, and changes of talker it keeps under one local speaker.
     """
-    import onnxruntime
     from scipy.optimize import linear_sum_assignment
 
     n = len(audio)
@@ -307,11 +318,7 @@ def clustering_floor(audio: np.ndarray, reference, window_shift: float) -> list[
     batch = np.zeros((len(starts), 1, SEG_WINDOW), dtype=np.float32)
     for i, s in enumerate(starts):
         batch[i, 0, :len(audio[s:s + SEG_WINDOW])] = audio[s:s + SEG_WINDOW]
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 2
-    model = onnxruntime.InferenceSession(str(MODEL_DIR / "diarization" / "segmentation-3.0.onnx"), options,
-                                         providers=["CPUExecutionProvider"])
-    active = POWERSET[model.run(None, {"x": batch})[0].argmax(-1)]  # (windows, frames, 3 local speakers)
+    active = POWERSET[_segmentation_model().run(None, {"x": batch})[0].argmax(-1)]  # (windows, frames, 3 local speakers)
     frames = active.shape[1]
     speakers = sorted({spk for _, _, spk in reference})
     size = starts[-1] // SEG_SHIFT + frames
