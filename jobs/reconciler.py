@@ -6,7 +6,7 @@ is the operator's to retry), and no live worker's heartbeat says it is running i
 again once; the worker resumes it from what the database holds.
 
 Only one reconciler acts at a time, across processes: a pass runs under a Redis lock with a TTL. For
-speech and LLM jobs the re-send is also claimed in the database (a conditional UPDATE of `updated_at`),
+speech and LLM jobs the re-send is also claimed in the database (a conditional UPDATE of `updated_at_ms`),
 so even two passes that both got a lock (e.g. the lock key was flushed) send a job once. `parley
 requeue` and the worker-side loop (`JobReconciler`, on in every worker process) share `reconcile()`.
 
@@ -29,6 +29,7 @@ from dramatiq.middleware import Middleware
 from models.statuses import TERMINAL
 from parley.config import get_settings
 from parley.errors import Unavailable
+from parley.timestamps import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Requeued:
     kind: str  # transcribe, retranscribe, llm, analysis, model-pull
     job_id: str
     status: str  # the row's status when found
-    quiet_since: float  # Unix time of the row's last sign of life
+    quiet_since_ms: int  # epoch milliseconds of the row's last sign of life
     session_id: int | None = None
 
 
@@ -96,36 +97,36 @@ def held_job_refs(conn: redis.Redis) -> set[tuple[str, str]]:
 
 
 # --- what the database says ----------------------------------------------------------------------------
-def _candidates(cutoff: float) -> list[tuple[Requeued, str]]:
-    """Unfinished rows quiet since before `cutoff`, each with the name of the actor that runs it."""
+def _candidates(cutoff_ms: int) -> list[tuple[Requeued, str]]:
+    """Unfinished rows quiet since before `cutoff_ms`, each with the name of the actor that runs it."""
     from models import AnalysisJob, Job, LlmJob, ModelPull
 
     found: list[tuple[Requeued, str]] = []
-    for job in Job.select().where(Job.status.in_(("queued", "processing")) & (Job.updated_at < cutoff)):
+    for job in Job.select().where(Job.status.in_(("queued", "processing")) & (Job.updated_at_ms < cutoff_ms)):
         if job.kind in ("transcribe", "retranscribe"):  # a job's kind is the name of its actor
-            found.append((Requeued(job.kind, job.id, job.status, job.updated_at, job.session_id), job.kind))
-    for job in LlmJob.select().where(LlmJob.status.in_(("queued", "processing")) & (LlmJob.updated_at < cutoff)):
-        found.append((Requeued("llm", job.id, job.status, job.updated_at), "generate"))
+            found.append((Requeued(job.kind, job.id, job.status, job.updated_at_ms, job.session_id), job.kind))
+    for job in LlmJob.select().where(LlmJob.status.in_(("queued", "processing")) & (LlmJob.updated_at_ms < cutoff_ms)):
+        found.append((Requeued("llm", job.id, job.status, job.updated_at_ms), "generate"))
     # Analyses and pulls keep no "last changed" time: their start is the earliest they can be quiet since;
     # one still running is protected by its worker's heartbeat.
     for job in AnalysisJob.select().where(AnalysisJob.status.not_in(TERMINAL)
-                                          & (AnalysisJob.created_at_ms < cutoff * 1000)):
-        found.append((Requeued("analysis", str(job.id), job.status, job.created_at_ms / 1000), "analyze"))
+                                          & (AnalysisJob.created_at_ms < cutoff_ms)):
+        found.append((Requeued("analysis", str(job.id), job.status, job.created_at_ms), "analyze"))
     for pull in ModelPull.select().where(ModelPull.status.not_in(TERMINAL)
-                                         & (ModelPull.start_ms < cutoff * 1000)):
-        found.append((Requeued("model-pull", pull.id, pull.status, pull.start_ms / 1000), "pull_model"))
+                                         & (ModelPull.start_ms < cutoff_ms)):
+        found.append((Requeued("model-pull", pull.id, pull.status, pull.start_ms), "pull_model"))
     return found
 
 
-def _claim(found: Requeued, cutoff: float) -> bool:
+def _claim(found: Requeued, cutoff_ms: int) -> bool:
     """Mark a speech or LLM job as re-queued now, if it is still stranded; False when someone else did."""
     from models import Job, LlmJob
 
     table = {"transcribe": Job, "retranscribe": Job, "llm": LlmJob}.get(found.kind)
     if table is None:
         return True  # no "last changed" column to claim by: the lock alone keeps the send single
-    return bool(table.update(updated_at=time.time(), message=REQUEUED_MESSAGE).where(
-        (table.id == found.job_id) & table.status.in_(("queued", "processing")) & (table.updated_at < cutoff)
+    return bool(table.update(updated_at_ms=now_ms(), message=REQUEUED_MESSAGE).where(
+        (table.id == found.job_id) & table.status.in_(("queued", "processing")) & (table.updated_at_ms < cutoff_ms)
     ).execute())
 
 
@@ -163,18 +164,18 @@ def reconcile(conn: redis.Redis, *, older_than_s: float | None = None, dry_run: 
         # Redis first, rows second: a message acked between the two reads belongs to a job whose row
         # is already finished by then, so it is not mistaken for stranded.
         known = queued_job_refs(conn, QUEUES) | held_job_refs(conn)
-        cutoff = time.time() - older_than_s
+        cutoff_ms = now_ms() - int(older_than_s * 1000)
         stranded = []
-        for found, actor_name in _candidates(cutoff):
+        for found, actor_name in _candidates(cutoff_ms):
             if (actor_name, found.job_id) in known:
                 continue
             if not dry_run:
-                if not _claim(found, cutoff):
+                if not _claim(found, cutoff_ms):
                     continue
                 send(actor_name, int(found.job_id) if found.kind == "analysis" else found.job_id)
                 log.warning("re-queued %s job %s (%s, quiet since %s): its queue message was lost", found.kind,
                             found.job_id, found.status, time.strftime("%Y-%m-%d %H:%M:%S",
-                                                                      time.localtime(found.quiet_since)))
+                                                                      time.localtime(found.quiet_since_ms / 1000)))
                 _announce(found)
             stranded.append(found)
         return stranded

@@ -1,18 +1,17 @@
-"""The 15 tables: sessions, jobs and their segments, paragraphs and events; chats; LLM work; analyses; tokens."""
+"""The 15 tables: sessions, jobs and their segments, paragraphs and events; chats; LLM work; analyses; tokens.
+
+Every timestamp is integer milliseconds since the epoch in a column named `*_ms` (parley.timestamps).
+"""
 from __future__ import annotations
 
 import json
-import time
 
 import peewee
 
 from models.db import db
 from models.statuses import TERMINAL
 from parley.formats import clock
-
-
-def now() -> float:
-    return time.time()
+from parley.timestamps import now_ms
 
 
 class JSONField(peewee.TextField):
@@ -50,7 +49,7 @@ class Session(BaseModel):
     error_message = peewee.TextField(null=True)
     show_speakers = peewee.IntegerField(default=1)
     num_speakers = peewee.IntegerField(null=True)
-    created_at = peewee.DoubleField(default=now)
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
     # Speaker renames the user made, label as recognised -> name shown; re-applied after a
     # re-transcription that keeps edits.
     speaker_names = JSONField(default=dict)
@@ -82,10 +81,10 @@ class Job(BaseModel):
     params = JSONField(default=dict)  # kind-specific input, e.g. the segment range to re-transcribe
     result = JSONField(null=True)  # kind-specific output of a re-transcription
     worker = peewee.TextField(null=True)  # host:pid of the worker that last ran it
-    created_at = peewee.DoubleField(default=now)
-    updated_at = peewee.DoubleField(default=now)
-    started_at = peewee.DoubleField(null=True)
-    finished_at = peewee.DoubleField(null=True)
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
+    updated_at_ms = peewee.BigIntegerField(default=now_ms)
+    started_at_ms = peewee.BigIntegerField(null=True)
+    finished_at_ms = peewee.BigIntegerField(null=True)
 
     TERMINAL = TERMINAL
 
@@ -137,7 +136,7 @@ class JobEvent(BaseModel):
     seq = peewee.IntegerField()
     type = peewee.TextField()  # status, segment, speakers
     payload = JSONField()
-    created_at = peewee.DoubleField(default=now)
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
 
     class Meta:
         indexes = ((("job", "seq"), True),)
@@ -203,7 +202,7 @@ class LlmSettings(BaseModel):
     repeat_penalty = peewee.DoubleField(default=1.1)
     num_gpu_layers = peewee.IntegerField(null=True)  # null = all that fit (auto)
     thinking_budget = peewee.IntegerField(null=True)
-    updated_at = peewee.DoubleField(default=now)
+    updated_at_ms = peewee.BigIntegerField(default=now_ms)
 
 
 class LlmJob(BaseModel):
@@ -219,9 +218,9 @@ class LlmJob(BaseModel):
     params = JSONField(default=dict)
     result = JSONField(null=True)
     error = peewee.TextField(null=True)
-    created_at = peewee.DoubleField(default=now)
-    updated_at = peewee.DoubleField(default=now)
-    finished_at = peewee.DoubleField(null=True)
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
+    updated_at_ms = peewee.BigIntegerField(default=now_ms)
+    finished_at_ms = peewee.BigIntegerField(null=True)
 
 
 class ModelPull(BaseModel):
@@ -303,6 +302,6 @@ class ApiToken(BaseModel):
     token_hash = peewee.TextField(unique=True)
     prefix = peewee.TextField()  # the first characters, so operators can tell tokens apart
     scopes = peewee.TextField()  # comma-separated: read, write, admin
-    created_at = peewee.DoubleField(default=now)
-    last_used_at = peewee.DoubleField(null=True)
-    revoked_at = peewee.DoubleField(null=True)
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
+    last_used_at_ms = peewee.BigIntegerField(null=True)
+    revoked_at_ms = peewee.BigIntegerField(null=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
-import time
 
 from models import ApiToken
 from parley.errors import InvalidInput
+from parley.timestamps import now_ms
 
 # Each scope includes the ones before it: a write token can read, an admin token can do everything.
 SCOPES = ("read", "write", "admin")
@@ -24,9 +24,9 @@ class TokenInfo:
     name: str
     prefix: str
     scopes: tuple[str, ...]
-    created_at: float
-    last_used_at: float | None
-    revoked_at: float | None
+    created_at_ms: int
+    last_used_at_ms: int | None
+    revoked_at_ms: int | None
 
     def allows(self, required: str) -> bool:
         return any(SCOPES.index(s) >= SCOPES.index(required) for s in self.scopes)
@@ -39,7 +39,8 @@ def _hash(token: str) -> str:
 
 def _info(row: ApiToken) -> TokenInfo:
     return TokenInfo(id=row.id, name=row.name, prefix=row.prefix, scopes=tuple(row.scopes.split(",")),
-                     created_at=row.created_at, last_used_at=row.last_used_at, revoked_at=row.revoked_at)
+                     created_at_ms=row.created_at_ms, last_used_at_ms=row.last_used_at_ms,
+                     revoked_at_ms=row.revoked_at_ms)
 
 
 def create(name: str, scopes: list[str] | tuple[str, ...]) -> tuple[str, TokenInfo]:
@@ -59,18 +60,18 @@ def create(name: str, scopes: list[str] | tuple[str, ...]) -> tuple[str, TokenIn
 def list_tokens(*, include_revoked: bool = False) -> list[TokenInfo]:
     query = ApiToken.select().order_by(ApiToken.id)
     if not include_revoked:
-        query = query.where(ApiToken.revoked_at.is_null())
+        query = query.where(ApiToken.revoked_at_ms.is_null())
     return [_info(row) for row in query]
 
 
 def revoke(id_or_name: str) -> list[TokenInfo]:
     """Revoke the token with this id, or every live token with this name; returns what was revoked."""
-    live = ApiToken.revoked_at.is_null()
+    live = ApiToken.revoked_at_ms.is_null()
     match = (ApiToken.id == int(id_or_name)) if id_or_name.isdigit() else (ApiToken.name == id_or_name)
     rows = list(ApiToken.select().where(live & match))
     if not rows:
         raise TokenError(f"no live token with id or name {id_or_name!r}")
-    ApiToken.update(revoked_at=time.time()).where(ApiToken.id.in_([r.id for r in rows])).execute()
+    ApiToken.update(revoked_at_ms=now_ms()).where(ApiToken.id.in_([r.id for r in rows])).execute()
     return [_info(r) for r in rows]
 
 
@@ -78,16 +79,16 @@ def any_configured() -> bool:
     # Asked on every request without a token: plain SQL, because building the query in peewee costs
     # more than running it.
     table = ApiToken._meta.table_name
-    cursor = ApiToken._meta.database.execute_sql(f"SELECT 1 FROM {table} WHERE revoked_at IS NULL LIMIT 1")
+    cursor = ApiToken._meta.database.execute_sql(f"SELECT 1 FROM {table} WHERE revoked_at_ms IS NULL LIMIT 1")
     return cursor.fetchone() is not None
 
 
 def verify(token: str) -> TokenInfo | None:
     """The live token's record, or None; marks it used (at most once a minute, to keep writes rare)."""
-    row = ApiToken.get_or_none((ApiToken.token_hash == _hash(token)) & ApiToken.revoked_at.is_null())
+    row = ApiToken.get_or_none((ApiToken.token_hash == _hash(token)) & ApiToken.revoked_at_ms.is_null())
     if row is None:
         return None
-    now = time.time()
-    if row.last_used_at is None or now - row.last_used_at > 60:
-        ApiToken.update(last_used_at=now).where(ApiToken.id == row.id).execute()
+    now = now_ms()
+    if row.last_used_at_ms is None or now - row.last_used_at_ms > 60_000:
+        ApiToken.update(last_used_at_ms=now).where(ApiToken.id == row.id).execute()
     return _info(row)

@@ -1,6 +1,6 @@
 """Backups of all Parley data as one tar: the format, a consistent snapshot to stream, and a reset (restore: services.restore).
 
-The archive (format `parley-backup`, version 1) holds one JSON member per table, an array of rows keyed
+The archive (format `parley-backup`, version 2) holds one JSON member per table, an array of rows keyed
 by column name (JSON columns as JSON, ids kept), the audio files as `uploads/<file name in the audio
 directory>`, `analysis_job_sessions.json` (which sessions each analysis job covers, derived from the
 intermediate summaries) and `manifest.json` (format, version, row counts, audio files).
@@ -34,7 +34,7 @@ from parley.timestamps import now_ms
 log = logging.getLogger(__name__)
 
 FORMAT = "parley-backup"
-VERSION = 1
+VERSION = 2  # 2: timestamps in epoch milliseconds (`*_ms` columns); 1 had float seconds
 MANIFEST = "manifest.json"
 ANALYSIS_JOB_SESSIONS = "analysis_job_sessions.json"
 UPLOADS = "uploads/"

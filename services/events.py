@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 
 import redis
 
@@ -16,6 +15,7 @@ from models import Job, JobEvent, db
 from models.statuses import TERMINAL as TERMINAL_STATUSES
 from parley.config import get_settings
 from parley.redisconn import client
+from parley.timestamps import now_ms, seconds
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def status_payload(job: Job) -> dict:
         "progress": round(job.progress, 1),
         "chunk_info": chunk_info(job),
         "error": job.error,
-        "updated_at": job.updated_at,
+        "updated_at": seconds(job.updated_at_ms),
     }
 
 
@@ -68,7 +68,7 @@ def record(job_id: str, type_: str, payload: dict) -> dict:
 
 def record_status(job: Job, **changes) -> dict:
     """Save `changes` on the job and log the resulting status event, in one transaction."""
-    changes.setdefault("updated_at", time.time())
+    changes.setdefault("updated_at_ms", now_ms())
     with db.atomic():
         for name, value in changes.items():
             setattr(job, name, value)

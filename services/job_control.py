@@ -6,7 +6,6 @@ key appears; a running transcription stops at its next segment, when it sees its
 """
 from __future__ import annotations
 
-import time
 
 import redis
 
@@ -14,6 +13,7 @@ from jobs import queues
 from models import AnalysisJob, Job, LlmJob, Paragraph, Segment, Session, db
 from models.statuses import ACTIVE_JOB, TERMINAL, AnalysisStatus, JobStatus, LlmJobStatus, SessionStatus
 from parley.errors import Conflict
+from parley.timestamps import now_ms
 from services import events
 
 CANCEL_PREFIX = "parley:cancel:"  # + an LLM job's id: the worker checks this key between tokens
@@ -53,9 +53,9 @@ def delete_analysis(job: AnalysisJob) -> None:
 # --- transcriptions -------------------------------------------------------------------------------
 def stop_transcription(job: Job, status: str, message: str) -> bool:
     """End an unfinished speech job with `status` (its session too) and tell its streams; False if it had ended."""
-    now = time.time()
+    now = now_ms()
     with db.atomic():
-        changed = Job.update(status=status, message=message, error=message, updated_at=now, finished_at=now).where(
+        changed = Job.update(status=status, message=message, error=message, updated_at_ms=now, finished_at_ms=now).where(
             (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
         if changed:
             if status == JobStatus.FAILED:
@@ -98,9 +98,9 @@ def reset_transcriptions() -> int:
         ids = [j.id for j in affected]
         if not ids:
             return 0
-        now = time.time()
-        Job.update(status=JobStatus.CANCELED, message=RESET_MESSAGE, error=RESET_MESSAGE, updated_at=now,
-                   finished_at=now).where(Job.id.in_(ids)).execute()
+        now = now_ms()
+        Job.update(status=JobStatus.CANCELED, message=RESET_MESSAGE, error=RESET_MESSAGE, updated_at_ms=now,
+                   finished_at_ms=now).where(Job.id.in_(ids)).execute()
         sessions = [j.session_id for j in affected if j.session_id]
         Session.update(status=SessionStatus.FAILED, error_message=RESET_MESSAGE).where(
             Session.id.in_(sessions) & Session.status.in_((SessionStatus.QUEUED, SessionStatus.TRANSCRIBING))).execute()
@@ -116,8 +116,8 @@ def cancel_llm_job(conn: redis.Redis, job: LlmJob, *, message: str = CANCELED_BY
     has ended; redis.RedisError when the running job cannot be told."""
     if job.status in TERMINAL:
         raise Conflict(f"LLM job {job.id} is already {job.status}; there is nothing to cancel")
-    now = time.time()
-    LlmJob.update(status=LlmJobStatus.CANCELED, message=message, error=message, updated_at=now, finished_at=now).where(
+    now = now_ms()
+    LlmJob.update(status=LlmJobStatus.CANCELED, message=message, error=message, updated_at_ms=now, finished_at_ms=now).where(
         (LlmJob.id == job.id) & (LlmJob.status == LlmJobStatus.QUEUED)).execute()
     ask_llm_job_to_stop(conn, job.id)
     return LlmJob.get_by_id(job.id).status
@@ -134,15 +134,15 @@ def requeue_failed_job(letter: queues.DeadLetter) -> str | None:
         with db.atomic():
             # A failed job's segments are gone (workers.pipeline.fail), so it starts again from the beginning.
             event = events.record_status(job, status=JobStatus.QUEUED, message=REQUEUED_BY_OPERATOR, error=None,
-                                         progress=0.0, attempts=0, chunks_done=0, chunk_progress=0.0, finished_at=None)
+                                         progress=0.0, attempts=0, chunks_done=0, chunk_progress=0.0, finished_at_ms=None)
             if job.session_id:
                 Session.update(status=SessionStatus.QUEUED, error_message=None).where(
                     (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
         events.publish(event)
         return job.id
     if letter.actor == "generate" and isinstance(job_id, str):
-        changed = LlmJob.update(status=LlmJobStatus.QUEUED, error=None, message=REQUEUED_BY_OPERATOR, finished_at=None,
-                                updated_at=time.time()).where(
+        changed = LlmJob.update(status=LlmJobStatus.QUEUED, error=None, message=REQUEUED_BY_OPERATOR, finished_at_ms=None,
+                                updated_at_ms=now_ms()).where(
             (LlmJob.id == job_id) & (LlmJob.status == LlmJobStatus.FAILED)).execute()
         return job_id if changed else None
     if letter.actor == "analyze" and isinstance(job_id, int):
@@ -162,15 +162,15 @@ def fail_unfinished_job(letter: queues.DeadLetter) -> str | None:
     if letter.actor in ("transcribe", "retranscribe") and isinstance(job_id, str):
         job = Job.get_or_none(Job.id == job_id)
         return job.id if job is not None and stop_transcription(job, JobStatus.FAILED, DROPPED_BY_OPERATOR) else None
-    now = time.time()
+    now = now_ms()
     if letter.actor == "generate" and isinstance(job_id, str):
         changed = LlmJob.update(status=LlmJobStatus.FAILED, error=DROPPED_BY_OPERATOR, message=DROPPED_BY_OPERATOR,
-                                updated_at=now, finished_at=now).where(
+                                updated_at_ms=now, finished_at_ms=now).where(
             (LlmJob.id == job_id) & LlmJob.status.not_in(TERMINAL)).execute()
         return job_id if changed else None
     if letter.actor == "analyze" and isinstance(job_id, int):
         changed = AnalysisJob.update(status=AnalysisStatus.FAILED, error_message=DROPPED_BY_OPERATOR,
-                                     completed_at_ms=int(now * 1000)).where(
+                                     completed_at_ms=now).where(
             (AnalysisJob.id == job_id) & AnalysisJob.status.not_in(TERMINAL)).execute()
         return str(job_id) if changed else None
     return None

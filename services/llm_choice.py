@@ -1,10 +1,10 @@
 """Choosing the language model (and the remote server's key): the settings row changed, and the load queued."""
 from __future__ import annotations
 
-import time
 
 from parley.config import Settings
 from parley.errors import InvalidInput
+from parley.timestamps import now_ms
 from services import llm_config, llmstore
 from services.llm_jobs import queue_llm_job
 
@@ -22,7 +22,7 @@ def choose_model(settings: Settings, name: str, **changes) -> None:
         names = [i.name for i in llmstore.list_models(settings)]
         raise InvalidInput(f"model {name!r} is not in the model store; available: "
                            f"{', '.join(names) or 'none (POST /api/llm/pull-model)'}")
-    llm_config.LlmSettings.update(active_model=name, updated_at=time.time(), **changes).where(
+    llm_config.LlmSettings.update(active_model=name, updated_at_ms=now_ms(), **changes).where(
         llm_config.LlmSettings.id == row.id).execute()
     queue_llm_job("load_model")
 

@@ -1,10 +1,10 @@
 """The language-model settings row, and how models are described to clients."""
 from __future__ import annotations
 
-import time
 
 from models import LlmSettings, db
 from parley.config import Settings, get_settings
+from parley.timestamps import now_ms
 from services import llmstore
 
 def default_context_cap() -> int:
@@ -50,7 +50,7 @@ def activate_the_only_model(settings: Settings) -> str | None:
 def set_active(name: str) -> None:
     """Make `name` (a model of the local store) the active model of the local engine."""
     row = current()
-    LlmSettings.update(active_model=name, base_url=None, updated_at=time.time()).where(
+    LlmSettings.update(active_model=name, base_url=None, updated_at_ms=now_ms()).where(
         LlmSettings.id == row.id).execute()
 
 

@@ -152,19 +152,24 @@ def _job_counts() -> list[Metric]:
     return [family]
 
 
+def _seconds_between(start_ms: Any, end_ms: Any) -> Any:
+    """SQL for the seconds between two epoch-millisecond columns (a float, not integer division)."""
+    return (end_ms - start_ms) / 1000.0
+
+
 def _job_durations() -> list[Metric]:
     total = HistogramMetricFamily(
         "parley_job_duration_seconds",
         "Seconds from a job's creation to its end, queue wait included (LLM and analysis jobs store no start "
         "time), for finished jobs, by type, kind and final status", labels=["type", "kind", "status"])
-    finished = Job.status.in_(Job.TERMINAL) & Job.finished_at.is_null(False)
-    _add_histogram(total, Job, Job.finished_at - Job.created_at, [Job.kind, Job.status],
-                   finished & (Job.finished_at >= Job.created_at), DURATION_BUCKETS, fixed=["transcription"])
-    _add_histogram(total, LlmJob, LlmJob.finished_at - LlmJob.created_at,
+    finished = Job.status.in_(Job.TERMINAL) & Job.finished_at_ms.is_null(False)
+    _add_histogram(total, Job, _seconds_between(Job.created_at_ms, Job.finished_at_ms), [Job.kind, Job.status],
+                   finished & (Job.finished_at_ms >= Job.created_at_ms), DURATION_BUCKETS, fixed=["transcription"])
+    _add_histogram(total, LlmJob, _seconds_between(LlmJob.created_at_ms, LlmJob.finished_at_ms),
                    [LlmJob.kind, LlmJob.status],
-                   LlmJob.status.in_(Job.TERMINAL) & LlmJob.finished_at.is_null(False)
-                   & (LlmJob.finished_at >= LlmJob.created_at), DURATION_BUCKETS, fixed=["llm"])
-    _add_histogram(total, AnalysisJob, (AnalysisJob.completed_at_ms - AnalysisJob.created_at_ms) / 1000.0,
+                   LlmJob.status.in_(Job.TERMINAL) & LlmJob.finished_at_ms.is_null(False)
+                   & (LlmJob.finished_at_ms >= LlmJob.created_at_ms), DURATION_BUCKETS, fixed=["llm"])
+    _add_histogram(total, AnalysisJob, _seconds_between(AnalysisJob.created_at_ms, AnalysisJob.completed_at_ms),
                    [AnalysisJob.status],
                    AnalysisJob.status.in_(TERMINAL)
                    & AnalysisJob.completed_at_ms.is_null(False)
@@ -175,16 +180,17 @@ def _job_durations() -> list[Metric]:
         "parley_transcription_processing_seconds",
         "Seconds from a transcription job's first start on a worker to its end (a resumed job counts the time "
         "it waited to resume), by kind and final status", labels=["kind", "status"])
-    _add_histogram(processing, Job, Job.finished_at - Job.started_at, [Job.kind, Job.status],
-                   finished & Job.started_at.is_null(False) & (Job.finished_at >= Job.started_at), DURATION_BUCKETS)
+    _add_histogram(processing, Job, _seconds_between(Job.started_at_ms, Job.finished_at_ms), [Job.kind, Job.status],
+                   finished & Job.started_at_ms.is_null(False) & (Job.finished_at_ms >= Job.started_at_ms),
+                   DURATION_BUCKETS)
 
     return [total, processing]
 
 
 def _transcription_speed() -> list[Metric]:
     done = ((Job.kind == "transcribe") & (Job.status == JobStatus.COMPLETED) & (Job.audio_duration > 0)
-            & Job.started_at.is_null(False) & (Job.finished_at > Job.started_at))
-    elapsed = Job.finished_at - Job.started_at
+            & Job.started_at_ms.is_null(False) & (Job.finished_at_ms > Job.started_at_ms))
+    elapsed = _seconds_between(Job.started_at_ms, Job.finished_at_ms)
     rtf = HistogramMetricFamily(
         "parley_transcription_realtime_factor",
         "Real-time factor of each completed transcription: seconds of audio per second of processing (decoding, "

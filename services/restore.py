@@ -62,6 +62,8 @@ def read_archive(path: Path, work_dir: Path, *, max_audio_bytes: int,
         if missing:
             raise BackupError(missing[0], "the archive lacks this member (is it a Parley backup?)")
         _check_manifest(parsed[MANIFEST], parsed)
+        if parsed[MANIFEST]["version"] == 1:
+            _upgrade_version_1(parsed)
         rows = {t.member: _check_rows(t, parsed[t.member]) for t in TABLES}
         _check_references(rows)
         _check_analysis_job_sessions(parsed[ANALYSIS_JOB_SESSIONS], rows)
@@ -146,8 +148,9 @@ def _copy_out(source, target: Path) -> str:
 def _check_manifest(manifest, parsed: dict[str, object]) -> None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(MANIFEST, f"not a Parley backup manifest (format must be {FORMAT!r})")
-    if manifest.get("version") != VERSION:
-        raise BackupError(MANIFEST, f"backup format version {manifest.get('version')!r}; this server reads {VERSION}")
+    if manifest.get("version") not in READS:
+        raise BackupError(MANIFEST, f"backup format version {manifest.get('version')!r}; this server reads "
+                                    f"{', '.join(map(str, READS))}")
     counts = manifest.get("counts")
     if not isinstance(counts, dict):
         raise BackupError(MANIFEST, "counts must be an object of row counts by member")
@@ -156,6 +159,30 @@ def _check_manifest(manifest, parsed: dict[str, object]) -> None:
         if member not in JSON_MEMBERS or not isinstance(have, list) or value != len(have):
             raise BackupError(member, f"the manifest counts {value!r} rows, the archive has "
                                       f"{len(have) if isinstance(have, list) else 'none'} (the archive is incomplete)")
+
+
+#: The backup format versions this server restores: version 1 is what Parley wrote before migration 0011.
+READS = (1, VERSION)
+
+#: Columns version 1 held as float epoch seconds, which are epoch milliseconds named `<column>_ms` since.
+VERSION_1_SECONDS = {"sessions.json": ("created_at",), "jobs.json": ("created_at", "updated_at", "started_at",
+                                                                     "finished_at"),
+                     "job_events.json": ("created_at",), "llm_jobs.json": ("created_at", "updated_at", "finished_at")}
+
+
+def _upgrade_version_1(parsed: dict[str, object]) -> None:
+    """Rewrite a version 1 archive's timestamps in place as version 2 stores them.
+
+    Anything that is not a number is moved unchanged, for the row checks to refuse under its new name.
+    """
+    for member, columns in VERSION_1_SECONDS.items():
+        rows = parsed.get(member)
+        for row in rows if isinstance(rows, list) else []:
+            for column in columns if isinstance(row, dict) else ():
+                if column in row:
+                    value = row.pop(column)
+                    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                    row[f"{column}_ms"] = round(value * 1000) if number else value
 
 
 def _type_ok(field: peewee.Field, value) -> bool:

@@ -131,7 +131,7 @@ def create_retranscription(session: Session, *, model_name: str | None, num_spea
     active = Job.select().where((Job.session == session.id) & (Job.status.in_(ACTIVE_JOB))).first()
     if active is not None:
         raise SessionBusy(f"session {session.id} is already being transcribed by job {active.id}")
-    previous = Job.select().where(Job.session == session.id).order_by(Job.created_at.desc()).first()
+    previous = Job.select().where(Job.session == session.id).order_by(Job.created_at_ms.desc()).first()
     speakers = session.num_speakers if num_speakers is None else num_speakers
     diarize = bool(speakers and speakers >= 2) if num_speakers is not None or previous is None else previous.diarize
     with db.atomic():

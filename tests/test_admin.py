@@ -38,7 +38,7 @@ def seed_members(audio: bytes, *, audio_name: str = "0123456789abcdef.mp3") -> d
     tables["sessions.json"] = [row(Session, id=7, file_name="seed.mp3", client_name="Ada Lovelace",
                                    session_name="Seeded", date="2026-03-04T12:00:00.000Z", audio_path=audio_name,
                                    audio_sha256=hashlib.sha256(audio).hexdigest(), audio_bytes=len(audio),
-                                   status="completed", duration=5, created_at=1.5)]
+                                   status="completed", duration=5, created_at_ms=1500)]
     tables["transcript_paragraphs.json"] = [row(Paragraph, id=1, session_id=7, idx=0, start_ms=0, end_ms=4000,
                                                 text="The marmalade sandwich was delicious.")]
     tables["chats.json"] = [row(Chat, id=3, session_id=7, timestamp_ms=1000, name="About lunch")]
@@ -50,7 +50,7 @@ def seed_members(audio: bytes, *, audio_name: str = "0123456789abcdef.mp3") -> d
                                                  summary_text="A sandwich.", status="completed")]
     members: dict[str, object] = dict(tables)
     members["analysis_job_sessions.json"] = [{"analysis_job_id": 4, "session_id": 7}]
-    members["manifest.json"] = {"format": "parley-backup", "version": 1,
+    members["manifest.json"] = {"format": "parley-backup", "version": 2,
                                 "counts": {name: len(rows) for name, rows in members.items()}}
     members["uploads/" + audio_name] = audio
     return members
@@ -287,6 +287,39 @@ def test_unsafe_archive_is_refused_and_nothing_changes(guarded, case):
     assert member in body["message"] and "nothing was changed" in body["message"]
     assert state(guarded) == before
     assert not list((guarded.data_dir / "tmp").glob("restore-*")), "a refused archive left its staging folder"
+
+
+def test_a_version_1_backup_is_restored_with_its_times(guarded):
+    """Parley wrote float epoch seconds before its timestamps became milliseconds: such a backup still
+    restores, each instant the same."""
+    from models import Job
+
+    members = seed_members((AUDIO / "silence.mp3").read_bytes())
+    job_id = "0f2b8c1e-1111-4c3a-9d5e-000000000001"
+    job = row(Job, id=job_id, session_id=7, status="completed", model_name="tiny.en", created_at_ms=0,
+              updated_at_ms=0, started_at_ms=None, finished_at_ms=None)
+    for column, seconds in (("created_at", 1_700_000_000.25), ("updated_at", 1_700_000_009.5),
+                            ("started_at", 1_700_000_001.125), ("finished_at", 1_700_000_009.5)):
+        del job[f"{column}_ms"]
+        job[column] = seconds
+    members["jobs.json"] = [job]
+    session = members["sessions.json"][0]
+    session["created_at"] = session.pop("created_at_ms") / 1000
+    members["manifest.json"] = {**members["manifest.json"], "version": 1,
+                                "counts": {**members["manifest.json"]["counts"], "jobs.json": 1}}
+    try:
+        answer = import_tar(guarded, tar_bytes(members))
+        assert answer.status_code == 200, answer.text
+        debug = guarded.get(f"/api/transcribe/debug/{job_id}").json()
+        assert (debug["created_at"], debug["started_at"], debug["finished_at"]) == (
+            1_700_000_000.25, 1_700_000_001.125, 1_700_000_009.5)
+        assert guarded.get(f"/api/transcribe/status/{job_id}").json()["updated_at"] == 1_700_000_009.5
+        # A version this server does not know is refused by name.
+        members["manifest.json"]["version"] = 3
+        refused = import_tar(guarded, tar_bytes(members))
+        assert refused.status_code == 400 and "version 3; this server reads 1, 2" in refused.json()["reason"]
+    finally:
+        assert import_tar(guarded, tar_bytes(seed_members((AUDIO / "silence.mp3").read_bytes()))).status_code == 200
 
 
 def test_import_needs_the_backup_file(guarded):

@@ -164,9 +164,9 @@ def test_cancel_an_llm_job_through_the_dashboard(dash):
     # The rows as the web tier would have queued them (no LLM worker in this stack, so none would run).
     with sqlite3.connect(dash.data_dir / "parley.db") as conn:
         for job_id, status in ((queued, "queued"), (running, "processing")):
-            conn.execute("INSERT INTO llm_job (id, kind, status, message, progress, model_name, params, created_at,"
-                         " updated_at) VALUES (?, 'summary', ?, '', 0, 'gemma', '{}', ?, ?)",
-                         (job_id, status, time.time(), time.time()))
+            conn.execute("INSERT INTO llm_job (id, kind, status, message, progress, model_name, params, created_at_ms,"
+                         " updated_at_ms) VALUES (?, 'summary', ?, '', 0, 'gemma', '{}', ?, ?)",
+                         (job_id, status, int(time.time() * 1000), int(time.time() * 1000)))
     answer = dash.post(f"/dashboard/jobs/{queued}/cancel")
     assert answer.status_code == 202 and answer.json()["status"] == "canceled", answer.text
     asked = dash.post(f"/dashboard/jobs/{running}/cancel")

@@ -1,6 +1,7 @@
 """The schema on SQLite and PostgreSQL: migrations, pragmas, cascades, the event log's numbering."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import peewee
@@ -32,6 +33,29 @@ def schema(database_url):
     assert migrate(database_url) == []  # idempotent
     with db.connection_context():
         yield db
+
+
+def before_0011(model):
+    """`model` as migrations 0001 to 0010 left its table: float epoch seconds where it now has `*_ms` columns.
+
+    Tests of older migrations write rows through it, since the live model only fits the newest schema.
+    """
+    from migrations import __name__ as package
+    import importlib
+
+    renamed = [c for t, c, _ in importlib.import_module(f"{package}.0011_timestamps_in_ms").COLUMNS
+               if t == model._meta.table_name]
+    attrs = {"Meta": type("Meta", (), {"table_name": model._meta.table_name})}
+    for field in model._meta.sorted_fields:
+        if isinstance(field, peewee.ForeignKeyField):  # the same link, without a second backref on the parent
+            attrs[field.name] = peewee.ForeignKeyField(field.rel_model, null=field.null, backref="+",
+                                                       column_name=field.column_name)
+    for column in renamed:
+        attrs[column] = peewee.DoubleField(null=True)
+    old = type(f"{model.__name__}Before0011", (model,), attrs)
+    for column in renamed:
+        old._meta.remove_field(f"{column}_ms")
+    return old
 
 
 def make_job(**fields):
@@ -122,8 +146,8 @@ def test_the_autoincrement_migration_keeps_existing_rows_and_links(tmp_path):
     database = init_db(url)
     with database.connection_context():
         Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0007_double_precision")
-        sessions = [Session.create(file_name=f"{n}.mp3", date="2026-01-01T12:00:00.000Z", status="completed")
-                    for n in range(3)]
+        sessions = [before_0011(Session).create(file_name=f"{n}.mp3", date="2026-01-01T12:00:00.000Z",
+                                                status="completed", created_at=1.5) for n in range(3)]
         Paragraph.create(session=sessions[1], idx=0, start_ms=0, end_ms=1000, text="kept")
         chat = Chat.create(session=sessions[1], timestamp_ms=1)
         Message.create(chat=chat, sender="ai", text="hello", timestamp_ms=1)
@@ -154,8 +178,9 @@ def test_sessions_of_the_transcription_api_get_contract_values(database_url):
     database = init_db(database_url)
     with database.connection_context():
         Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0008_ids_never_reused")
-        old = Session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed")
-        kept = Session.create(file_name="b.mp3", date="2026-01-01T12:00:00.000Z", status="completed",
+        old_session = before_0011(Session)
+        old = old_session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed", created_at=1.5)
+        kept = old_session.create(file_name="b.mp3", date="2026-01-01T12:00:00.000Z", status="completed", created_at=1.5,
                               client_name="Jane", session_type="Intake", therapy="CBT")
     assert migrate(database_url)[0] == "0009_transcription_api_sessions"
     with db.connection_context():
@@ -177,11 +202,14 @@ def test_the_prefix_index_migration_keeps_what_was_searchable(tmp_path):
     database = init_db(url)
     with database.connection_context():
         Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0009_transcription_api_sessions")
-        session = Session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed",
+        session = before_0011(Session).create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed",
+                                              created_at=1.5,
                                  client_name="Jane")
         for idx, text in enumerate(["We spoke about anxiety at work.", "Gardening helps her relax."]):
             Paragraph.create(session=session, idx=idx, start_ms=idx * 1000, end_ms=idx * 1000 + 900, text=text)
-    DatabaseBackend().index_session(session.id)
+    with pytest.MonkeyPatch.context() as patch:  # the indexer reads sessions through the live model
+        patch.setattr("models.Session", before_0011(Session))
+        DatabaseBackend().index_session(session.id)
 
     def found(q: str) -> list[str]:
         return [r["id"] for r in DatabaseBackend().search(parse_query(q), limit=10, offset=0, client_name=None,
@@ -189,8 +217,46 @@ def test_the_prefix_index_migration_keeps_what_was_searchable(tmp_path):
 
     before = {q: found(q) for q in ("anx*", "garden*", "relax", '"at work"')}
     assert before["anx*"] == [f"{session.id}_0"] and before["garden*"] == [f"{session.id}_1"]
-    assert migrate(url) == ["0010_search_prefix_index"]
+    assert migrate(url)[0] == "0010_search_prefix_index"
     with db.connection_context():
         sql = db.execute_sql("SELECT sql FROM sqlite_master WHERE name = 'search_fts'").fetchone()[0]
     assert "prefix = '2 3 4 5'" in sql
     assert {q: found(q) for q in before} == before
+
+
+def test_the_milliseconds_migration_keeps_every_instant(database_url):
+    """Migration 0011: float-second timestamps become integer milliseconds, the same instants, nulls kept."""
+    from playhouse.migrations import Runner
+
+    from models import ApiToken, Job, JobEvent, LlmJob, Session, db, migrate
+    from models.db import MIGRATIONS_DIR, init_db
+
+    database = init_db(database_url)
+    with database.connection_context():
+        Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0010_search_prefix_index")
+        session = before_0011(Session).create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z",
+                                              status="completed", created_at=1_700_000_000.0)
+        job = before_0011(Job).create(id=str(uuid.uuid4()), session=session.id, model_name="tiny.en",
+                                      created_at=1_700_000_000.2504, updated_at=1_700_000_009.5,
+                                      started_at=1_700_000_001.125, finished_at=None)
+        before_0011(JobEvent).create(job=job.id, seq=1, type="status", payload={}, created_at=1_700_000_002.001)
+        llm = before_0011(LlmJob).create(id=str(uuid.uuid4()), kind="summary", created_at=1_700_000_003.0,
+                                         updated_at=1_700_000_004.0, finished_at=1_700_000_005.999)
+        token = before_0011(ApiToken).create(name="ops", token_hash="h", prefix="p", scopes="read",
+                                             created_at=1_700_000_006.0, last_used_at=None, revoked_at=1e9)
+    assert migrate(database_url)[0] == "0011_timestamps_in_ms"
+    with db.connection_context():
+        assert Session.get_by_id(session.id).created_at_ms == 1_700_000_000_000
+        stored = Job.get_by_id(job.id)
+        assert (stored.created_at_ms, stored.updated_at_ms, stored.started_at_ms, stored.finished_at_ms) == (
+            1_700_000_000_250, 1_700_000_009_500, 1_700_000_001_125, None)
+        assert JobEvent.get().created_at_ms == 1_700_000_002_001
+        stored = LlmJob.get_by_id(llm.id)
+        assert (stored.created_at_ms, stored.updated_at_ms, stored.finished_at_ms) == (
+            1_700_000_003_000, 1_700_000_004_000, 1_700_000_005_999)
+        stored = ApiToken.get_by_id(token.id)
+        assert (stored.created_at_ms, stored.last_used_at_ms, stored.revoked_at_ms) == (
+            1_700_000_006_000, None, 1_000_000_000_000)
+        # New rows get the time now, in milliseconds.
+        assert abs(Session.create(file_name="b.mp3", date="2026-01-01T12:00:00.000Z").created_at_ms
+                   - time.time() * 1000) < 60_000

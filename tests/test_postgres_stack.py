@@ -1,6 +1,8 @@
 """The same transcription, through the same stack, on PostgreSQL instead of SQLite."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from conftest import AUDIO, running_stack, truth
@@ -22,13 +24,18 @@ def test_transcription_on_postgres(pg_stack):
     assert {s["speaker"] for s in result["segments"]} == {"SPEAKER_1", "SPEAKER_2"}
     listed = pg_stack.get("/api/transcribe/jobs").json()
     assert [j["job_id"] for j in listed["jobs"]] == [job_id]
-    # Timestamps keep sub-second precision (a 4-byte REAL rounded them to about two minutes).
+    # No 4-byte REAL anywhere (it rounded epoch seconds to about two minutes), and every timestamp is
+    # integer epoch milliseconds in a 64-bit column.
     import psycopg2
 
     with psycopg2.connect(pg_stack.env["DATABASE_URL"]) as conn, conn.cursor() as cur:
         cur.execute("SELECT table_name, column_name FROM information_schema.columns "
                     "WHERE table_schema = 'public' AND data_type = 'real'")
         assert cur.fetchall() == []
-        cur.execute("SELECT finished_at - started_at, created_at FROM job WHERE id = %s", (job_id,))
-        took, created = cur.fetchone()
-    assert 0 < took < 600 and created != round(created)
+        cur.execute("SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema "
+                    "= 'public' AND (column_name LIKE '%%\\_at' OR column_name LIKE '%%\\_at\\_ms')")
+        kinds = cur.fetchall()
+        cur.execute("SELECT finished_at_ms - started_at_ms, created_at_ms FROM job WHERE id = %s", (job_id,))
+        took_ms, created_ms = cur.fetchone()
+    assert kinds and {kind for _, _, kind in kinds} == {"bigint"}, kinds
+    assert 0 < took_ms < 600_000 and abs(created_ms / 1000 - time.time()) < 3600

@@ -12,6 +12,7 @@ from jobs import queues
 from jobs.heartbeats import alive_workers
 from models import AnalysisJob, AnalysisSummary, Job, LlmJob, db
 from models.statuses import TERMINAL
+from parley.timestamps import seconds
 from services import job_control
 from web import sse
 from web.errors import ApiError, not_found
@@ -89,24 +90,26 @@ def _duration(start: float | None, end: float | None, now: float) -> float | Non
 
 def job_rows(now: float) -> list[dict]:
     rows = []
-    for j in _pick(Job, Job.status.not_in(TERMINAL), Job.status.in_(TERMINAL), Job.created_at):
+    for j in _pick(Job, Job.status.not_in(TERMINAL), Job.status.in_(TERMINAL), Job.created_at_ms):
+        started, finished = seconds(j.started_at_ms), seconds(j.finished_at_ms)
         rows.append({"id": j.id, "kind": j.kind, "queue": "asr" if j.kind == "transcribe" else "asr_quick",
                      "status": j.status, "progress": round(j.progress, 1), "message": j.message, "error": j.error,
-                     "created_at": j.created_at, "started_at": j.started_at, "finished_at": j.finished_at,
-                     "duration_s": _duration(j.started_at, j.finished_at, now), "worker": j.worker,
+                     "created_at": seconds(j.created_at_ms), "started_at": started, "finished_at": finished,
+                     "duration_s": _duration(started, finished, now), "worker": j.worker,
                      "cancelable": j.status not in TERMINAL})
-    for j in _pick(LlmJob, LlmJob.status.not_in(TERMINAL), LlmJob.status.in_(TERMINAL), LlmJob.created_at):
+    for j in _pick(LlmJob, LlmJob.status.not_in(TERMINAL), LlmJob.status.in_(TERMINAL), LlmJob.created_at_ms):
         # LLM jobs record no start: their duration runs from creation, once a worker has taken them.
-        begun = None if j.status == "queued" else j.created_at
+        created, finished = seconds(j.created_at_ms), seconds(j.finished_at_ms)
+        begun = None if j.status == "queued" else created
         rows.append({"id": j.id, "kind": j.kind, "queue": "llm", "status": j.status, "progress": round(j.progress, 1),
-                     "message": j.message, "error": j.error, "created_at": j.created_at, "started_at": None,
-                     "finished_at": j.finished_at, "duration_s": _duration(begun, j.finished_at, now), "worker": None,
+                     "message": j.message, "error": j.error, "created_at": created, "started_at": None,
+                     "finished_at": finished, "duration_s": _duration(begun, finished, now), "worker": None,
                      "cancelable": j.status not in TERMINAL})
     analyses = _pick(AnalysisJob, AnalysisJob.status.not_in(TERMINAL), AnalysisJob.status.in_(TERMINAL),
                      AnalysisJob.created_at_ms)
     done = _analysis_progress([a.id for a in analyses])
     for a in analyses:
-        created, finished = a.created_at_ms / 1000, (a.completed_at_ms / 1000 if a.completed_at_ms else None)
+        created, finished = seconds(a.created_at_ms), seconds(a.completed_at_ms)
         rows.append({"id": str(a.id), "kind": "analysis", "queue": "llm", "status": a.status,
                      "progress": 100.0 if a.status == "completed" else done.get(a.id, 0.0), "message": a.short_prompt,
                      "error": a.error_message, "created_at": created, "started_at": None, "finished_at": finished,

@@ -118,7 +118,7 @@ def status():
         on_gpu = any(w.get("llm_on_gpu") for w in workers if w.get("llm_resident") == checked)
         details["size_vram"] = llmstore.estimate_memory(
             info, context_size=row.context_size, num_gpu_layers=row.num_gpu_layers)["estimated_vram_bytes"] if on_gpu else 0
-    last_load = (LlmJob.select().where(LlmJob.kind == "load_model").order_by(LlmJob.created_at.desc()).first())
+    last_load = (LlmJob.select().where(LlmJob.kind == "load_model").order_by(LlmJob.created_at_ms.desc()).first())
     # The store is listed once per lookup: reuse the checked model's when it is the active one.
     active_info = info if checked == row.active_model else (
         llmstore.find(settings(), row.active_model) if local and row.active_model else None)

@@ -5,7 +5,8 @@ from typing import Any
 
 from web.openapi_schema import array, error, header, integer, multipart_body, obj, operation, response, string
 
-MEMBERS = ("manifest.json (format parley-backup, version 1, row counts, audio files), sessions.json, jobs.json, "
+MEMBERS = ("manifest.json (format parley-backup, version 2, row counts, audio files; import also reads "
+           "version 1), sessions.json, jobs.json, "
            "segments.json, job_events.json, transcript_paragraphs.json, chats.json, messages.json, templates.json, "
            "llm_jobs.json, usage_logs.json, analysis_jobs.json, intermediate_summaries.json, "
            "analysis_job_sessions.json and uploads/<audio file>")

@@ -11,6 +11,7 @@ from simple_websocket import ConnectionClosed
 from models import Job, Segment
 from models.statuses import JobStatus
 from parley import formats
+from parley.timestamps import seconds
 from services import events, modelstore
 from services.media import MediaError, probe
 from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, start_transcription, today_noon_utc
@@ -72,7 +73,7 @@ def job_or_404(job_id: str) -> Job:
 
 
 STATUS_FIELDS = (Job.id, Job.kind, Job.status, Job.message, Job.progress, Job.chunk_plan, Job.chunks_done,
-                 Job.chunk_progress, Job.error, Job.updated_at, Job.created_at)
+                 Job.chunk_progress, Job.error, Job.updated_at_ms, Job.created_at_ms)
 
 # The transcription service's spec speaks three job states; Parley's finer one travels in `state`:
 # queued -> processing (the queue position is in `message`), canceled -> failed. The sessions API
@@ -95,7 +96,7 @@ def spec_event(event: dict | None) -> dict | None:
 def queue_position(job: Job) -> int:
     """1 for the next job its queue will run; counts the jobs of the same kind queued before it."""
     return Job.select().where((Job.status == JobStatus.QUEUED) & (Job.kind == job.kind)
-                              & (Job.created_at < job.created_at)).count() + 1
+                              & (Job.created_at_ms < job.created_at_ms)).count() + 1
 
 
 def status_body(job: Job) -> dict:
@@ -113,12 +114,12 @@ def list_jobs():
     if status and status not in ("queued", "processing", *Job.TERMINAL):
         raise bad_request(f"status must be one of queued, processing, {', '.join(Job.TERMINAL)}")
     limit = forms.as_int("limit", request.args.get("limit"), default=100, lo=1, hi=500)
-    query = Job.select().order_by(Job.created_at.desc()).limit(limit)
+    query = Job.select().order_by(Job.created_at_ms.desc()).limit(limit)
     if status:
         # A spec state means every finer state it stands for (processing: queued or running).
         query = query.where(Job.status.in_([s for s, spec in SPEC_STATUS.items() if s == status or spec == status]))
     jobs = [spec_status({"job_id": j.id, "status": j.status, "progress": round(j.progress, 1),
-                         "updated_at": j.updated_at, "message": j.message, "kind": j.kind}) for j in query]
+                         "updated_at": seconds(j.updated_at_ms), "message": j.message, "kind": j.kind}) for j in query]
     return jsonify(jobs=jobs, count=len(jobs))
 
 
@@ -177,7 +178,8 @@ def job_debug(job_id: str):
         model_name=job.model_name, language=job.language, detected_language=job.detected_language,
         diarize=job.diarize, num_speakers=job.num_speakers, audio_duration=job.audio_duration,
         audio_sha256=job.audio_sha256, audio_path_exists=bool(audio and audio.exists()),
-        created_at=job.created_at, started_at=job.started_at, finished_at=job.finished_at,
+        created_at=seconds(job.created_at_ms), started_at=seconds(job.started_at_ms),
+        finished_at=seconds(job.finished_at_ms),
         session_id=job.session_id, live_clients=hub().client_count(),
     )
 

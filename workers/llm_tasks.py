@@ -4,7 +4,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import time
 
 from models import Chat, LlmJob, Message, db
 from models.statuses import TERMINAL, LlmJobStatus
@@ -34,8 +33,9 @@ class Publisher:
 
 def _finish(job: LlmJob, publish: Publisher, status: str, *, result=None, error: str | None = None) -> None:
     progress = 100.0 if status == LlmJobStatus.COMPLETED else job.progress
+    now = now_ms()
     LlmJob.update(status=status, result=result, error=error, progress=progress,
-                  message=error or status, updated_at=time.time(), finished_at=time.time()).where(
+                  message=error or status, updated_at_ms=now, finished_at_ms=now).where(
         LlmJob.id == job.id).execute()
     publish("status", status=status, error=error, result=result)
 
@@ -46,7 +46,7 @@ def run(job_id: str, *, settings: Settings | None = None) -> None:
     if job is None or job.status in TERMINAL:
         return
     publish = Publisher(job.id)
-    LlmJob.update(status=LlmJobStatus.PROCESSING, updated_at=time.time()).where(LlmJob.id == job.id).execute()
+    LlmJob.update(status=LlmJobStatus.PROCESSING, updated_at_ms=now_ms()).where(LlmJob.id == job.id).execute()
     publish("status", status=LlmJobStatus.PROCESSING)
     task = {"chat_reply": _chat_reply, "completion": _completion, "summary": _summary,
             "load_model": _load_model, "unload_model": _unload_model}[job.kind]
@@ -229,7 +229,7 @@ def _summary(job: LlmJob, settings: Settings, publish: Publisher) -> None:
 
 
 def _progress(job: LlmJob, publish: Publisher, progress: float, message: str) -> None:
-    LlmJob.update(progress=progress, message=message, updated_at=time.time()).where(LlmJob.id == job.id).execute()
+    LlmJob.update(progress=progress, message=message, updated_at_ms=now_ms()).where(LlmJob.id == job.id).execute()
     publish("status", status=LlmJobStatus.PROCESSING, progress=progress, message=message)
 
 

@@ -13,6 +13,7 @@ from models import Job, Paragraph, Segment, Session, db
 from models.statuses import JobStatus, SessionStatus
 from parley.config import Settings, get_settings
 from parley.errors import Canceled, ParleyError
+from parley.timestamps import now_ms
 from services import events, modelstore, search, sessions, usage
 from services.media import MediaError
 from workers import asr, diarize, turns
@@ -104,7 +105,7 @@ def fail(job: Job, message: str) -> None:
     with db.atomic():
         Segment.delete().where(Segment.job == job.id).execute()
         event = events.record_status(job, status=JobStatus.FAILED, error=message, message=message,
-                                     finished_at=time.time())
+                                     finished_at_ms=now_ms())
         if job.session_id and job.kind == "transcribe":
             # A failed re-transcription leaves the transcript the session already had in place.
             had_transcript = bool(job.params.get("retranscription")) and Paragraph.select().where(
@@ -116,7 +117,7 @@ def fail(job: Job, message: str) -> None:
 
 def _start(job: Job, message: str) -> None:
     events.emit_status(job, status=JobStatus.PROCESSING, attempts=job.attempts + 1, worker=WORKER_ID,
-                       started_at=job.started_at or time.time(), message=message)
+                       started_at_ms=job.started_at_ms or now_ms(), message=message)
 
 
 def _transcribe(job: Job, settings: Settings) -> None:
@@ -236,7 +237,7 @@ def _label_speakers(job: Job, final_turns: list[turns.SpeakerTurn]) -> None:
 def _complete(job: Job) -> None:
     with db.atomic():
         event = events.record_status(job, status=JobStatus.COMPLETED, progress=100.0, chunk_progress=100.0,
-                                     message="Transcription completed", finished_at=time.time())
+                                     message="Transcription completed", finished_at_ms=now_ms())
         if job.session_id:
             sessions.finish_transcription(job)
         if job.kind == "transcribe":
@@ -276,7 +277,7 @@ def _retranscribe(job: Job, settings: Settings) -> None:
         "words": [w.__dict__ for w in words],
     }
     events.emit_status(job, status=JobStatus.COMPLETED, progress=100.0, message="Segment re-transcribed",
-                       result=result, detected_language=recognition.language, finished_at=time.time())
+                       result=result, detected_language=recognition.language, finished_at_ms=now_ms())
 
 
 def _speaker_at(source_job_id: str | None, start: float, end: float) -> str | None:

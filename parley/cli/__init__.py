@@ -21,8 +21,8 @@ def open_db():
     return init_db(settings.database_url)
 
 
-def when(epoch: float | None) -> str:
-    return datetime.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M") if epoch else "-"
+def when(epoch_ms: int | None) -> str:
+    return datetime.datetime.fromtimestamp(epoch_ms / 1000).strftime("%Y-%m-%d %H:%M") if epoch_ms else "-"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -49,13 +49,13 @@ def jobs_list(status, limit) -> None:
     from models import Job
 
     open_db()
-    query = Job.select().order_by(Job.created_at.desc()).limit(limit)
+    query = Job.select().order_by(Job.created_at_ms.desc()).limit(limit)
     if status:
         query = query.where(Job.status == status)
     click.echo(f"{'job':<36}  {'kind':<12}  {'session':>7}  {'status':<10}  {'progress':>8}  {'model':<10}  updated")
     for j in query:
         click.echo(f"{j.id:<36}  {j.kind:<12}  {j.session_id or '-':>7}  {j.status:<10}  {j.progress:>7.0f}%  "
-                   f"{j.model_name:<10}  {when(j.updated_at)}")
+                   f"{j.model_name:<10}  {when(j.updated_at_ms)}")
 
 
 @jobs.command("events")
@@ -97,7 +97,7 @@ def _selected_sessions(session_ids, failed, client_name, since, until, from_mode
     if from_model:
         model = modelstore.canonical_name(from_model)
         latest = {}
-        for job in Job.select().where(Job.session.in_([s.id for s in chosen])).order_by(Job.created_at):
+        for job in Job.select().where(Job.session.in_([s.id for s in chosen])).order_by(Job.created_at_ms):
             latest[job.session_id] = job.model_name
         chosen = [s for s in chosen if latest.get(s.id) == model]
     return chosen
@@ -217,4 +217,4 @@ def requeue(older_than, dry_run) -> None:
     for job in found:
         action = "would re-queue" if dry_run else "re-queued"
         click.echo(f"{action} {job.kind} job {job.job_id} (session {job.session_id or '-'}, {job.status} since "
-                   f"{when(job.quiet_since)})")
+                   f"{when(job.quiet_since_ms)})")

@@ -160,6 +160,7 @@ def create_job() -> str:
 def publish_events(job_id: str, *, count: int, rate: float) -> None:
     """What a worker does per segment: log the event, then publish it; then the terminal status."""
     from models import Job, db
+    from parley.timestamps import now_ms
     from services import events
 
     with db.connection_context():
@@ -173,7 +174,7 @@ def publish_events(job_id: str, *, count: int, rate: float) -> None:
                        "bench_created": time.perf_counter()}
             events.publish(events.record(job_id, "segment", payload))
         events.emit_status(Job.get_by_id(job_id), status="completed", progress=100.0, message="Done",
-                           finished_at=time.time())
+                           finished_at_ms=now_ms())
 
 
 # --- checking and reporting ----------------------------------------------------------------------------
