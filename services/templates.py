@@ -134,6 +134,11 @@ class TitleTaken(Conflict):
         super().__init__(f"A template with the title {title!r} already exists.")
 
 
+def list_templates() -> list[Template]:
+    """Every template, newest first."""
+    return list(Template.select().order_by(Template.created_at_ms.desc(), Template.id.desc()))
+
+
 def create_template(title: str, text: str) -> Template:
     """A new template; TitleTaken when the title is in use."""
     try:

@@ -272,3 +272,24 @@ def test_the_repository_stands_alone():
     pointing_out = [name for name in tracked if (root / name).is_file()
                     and outside in (root / name).read_text(errors="replace")]
     assert pointing_out == []
+
+
+def test_a_declared_area_documents_what_it_validates():
+    """The templates area is declared (web.declared): its operations and schemas come from the same pydantic
+    models that validate its requests and serialise its answers, with the wire's camelCase names."""
+    from web.templates import TEXT_MAX, TITLE_MAX
+
+    doc = openapi_document()
+    schemas = doc["components"]["schemas"]
+    body = schemas["TemplateInput"]
+    assert (body["properties"]["title"]["maxLength"], body["properties"]["text"]["maxLength"]) == (TITLE_MAX, TEXT_MAX)
+    assert body["required"] == ["title", "text"]
+    assert set(schemas["Template"]["properties"]) == {"id", "title", "text", "createdAt"}
+    create = doc["paths"]["/api/templates"]["post"]
+    assert create["operationId"] == "create_template" and create["tags"] == ["templates"]
+    json = "application/json"
+    assert create["requestBody"]["content"][json]["schema"] == {"$ref": "#/components/schemas/TemplateInput"}
+    assert create["responses"]["201"]["content"][json]["schema"] == {"$ref": "#/components/schemas/Template"}
+    assert set(create["responses"]) == {"201", "400", "409", "414"}
+    listed = doc["paths"]["/api/templates"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert listed == {"type": "array", "items": {"$ref": "#/components/schemas/Template"}}

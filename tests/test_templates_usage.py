@@ -162,6 +162,20 @@ def test_invalid_template_bodies_are_400(stack, body):
     assert next(t for t in stack.get("/api/templates").json() if t["id"] == existing["id"]) == existing
 
 
+def test_a_refused_template_says_which_field_and_why(stack):
+    """The declared shape refuses the body before the handler runs, and the 400 names the field and rule."""
+    too_long = stack.post("/api/templates", json={"title": "T" * 201, "text": "x"})
+    assert too_long.status_code == 400 and too_long.json()["error"] == "BadRequestError"
+    assert "title" in too_long.json()["message"] and "200 characters" in too_long.json()["message"], too_long.json()
+    assert stack.post("/api/templates", json={"title": "Fine"}).json()["message"] == (
+        "invalid request: text: Field required")  # only the faulty field
+    numeric = stack.post("/api/templates", json={"title": 12, "text": "x"}).json()["message"]
+    assert "title" in numeric and "string" in numeric, numeric
+    form = stack.post("/api/templates", data="title=x&text=y",
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}).json()["message"]
+    assert "JSON object" in form, form
+
+
 def test_template_body_must_be_a_json_object(stack):
     assert_error(stack.post("/api/templates", data="title=x&text=y",
                             headers={"Content-Type": "application/x-www-form-urlencoded"}), 400)

@@ -464,31 +464,7 @@ def _sessions_schemas() -> dict[str, Schema]:
     }
 
 
-TEMPLATE_TITLE_MAX = 200  # web.templates.TITLE_MAX
-TEMPLATE_TEXT_MAX = 10_000  # web.templates.TEXT_MAX
 USAGE_TYPES = ["llm", "whisper"]
-
-
-def _templates_schemas() -> dict[str, Schema]:
-    return {
-        "Template": obj(
-            {
-                "id": integer("Template id", minimum=1),
-                "title": string("Unique title; titles starting with system_ are the system prompts",
-                                maxLength=TEMPLATE_TITLE_MAX),
-                "text": string(maxLength=TEMPLATE_TEXT_MAX),
-                "createdAt": integer("Creation time (Unix epoch milliseconds)"),
-            }
-        ),
-        "TemplateInput": obj(
-            {
-                "title": string("Trimmed; unique among templates", minLength=1, maxLength=TEMPLATE_TITLE_MAX,
-                                pattern=NONBLANK),
-                "text": string("Trimmed", minLength=1, maxLength=TEMPLATE_TEXT_MAX, pattern=NONBLANK),
-            },
-            description="The limits apply to the trimmed values",
-        ),
-    }
 
 
 def _usage_schemas() -> dict[str, Schema]:
@@ -1058,7 +1034,6 @@ def components() -> dict[str, Any]:
     schemas.update(_live_schemas())
     schemas.update(_retranslate_schemas())
     schemas.update(_sessions_schemas())
-    schemas.update(_templates_schemas())
     schemas.update(_usage_schemas())
     schemas.update(_model_pulls_schemas())
     schemas.update(_llm_schemas())
@@ -1627,67 +1602,6 @@ def _sessions_paths() -> dict[str, Any]:
                 },
                 parameters=[path_param("job_id", "A session's whisperJobId")],
             )
-        },
-    }
-
-
-def _templates_paths() -> dict[str, Any]:
-    template = id_param("template_id", "Template id")
-    template["schema"] = string("Positive integer, as digits", pattern="^[0-9]+$", maxLength=18, example="1")
-    bad_id = "Template id is not a positive integer"
-    bad_body = "the body is not a JSON object, or title or text is missing, blank or too long"
-    unknown = error("Unknown template")
-    return {
-        "/api/templates": {
-            "get": operation(
-                "templates",
-                "list_templates",
-                "All templates, newest first",
-                {"200": response("Templates, by createdAt descending", array(ref("Template")))},
-                description="Titles starting with system_ are the system prompts Parley seeds at start-up "
-                "(system_prompt, system_standalone_prompt, system_analysis_strategist, "
-                "system_short_prompt_generator); they can be edited like any other template.",
-            ),
-            "post": operation(
-                "templates",
-                "create_template",
-                "Create a template",
-                {
-                    "201": response("Created", ref("Template")),
-                    "400": error(bad_body.capitalize()),
-                    "409": error("A template with that title exists"),
-                },
-                request_body=json_body(ref("TemplateInput")),
-            ),
-        },
-        "/api/templates/{template_id}": {
-            "put": operation(
-                "templates",
-                "update_template",
-                "Change a template's title and text",
-                {
-                    "200": response("The updated template", ref("Template")),
-                    "400": error(bad_id + "; or " + bad_body),
-                    "404": unknown,
-                    "409": error("Another template has that title"),
-                },
-                description="Both fields are required; createdAt is kept.",
-                parameters=[template],
-                request_body=json_body(ref("TemplateInput")),
-            ),
-            "delete": operation(
-                "templates",
-                "delete_template",
-                "Delete a template",
-                {
-                    "200": response('"Template with ID <id> deleted successfully."', ref("Confirmation")),
-                    "400": error(bad_id),
-                    "404": unknown,
-                },
-                description="A deleted system template is seeded again at the next start; until then its "
-                "default text is used.",
-                parameters=[template],
-            ),
         },
     }
 
@@ -2318,9 +2232,8 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _templates_paths(),
-                 _usage_paths(), _model_pulls_paths(), _llm_paths(), _chats_paths(), _summary_paths(),
-                 _docs_paths()):
+    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _usage_paths(),
+                 _model_pulls_paths(), _llm_paths(), _chats_paths(), _summary_paths(), _docs_paths()):
         paths.update(part)
     from web.openapi_search import search_paths
 
@@ -2355,4 +2268,11 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     # A token, or none at all (loopback deployments without tokens); health, docs and sign-in are always open.
     document["security"] = [{"bearerToken": []}, {}]
     document["components"] = components()
+    # The areas whose shapes are declared (web.declared) add their generated part.
+    from web.declared import declared_paths
+    from web.templates import templates_bp
+
+    declared, schemas = declared_paths([templates_bp])
+    document["paths"].update(declared)
+    document["components"]["schemas"].update(schemas)
     return document
