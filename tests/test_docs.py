@@ -293,3 +293,15 @@ def test_a_declared_area_documents_what_it_validates():
     assert set(create["responses"]) == {"201", "400", "409", "414"}
     listed = doc["paths"]["/api/templates"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     assert listed == {"type": "array", "items": {"$ref": "#/components/schemas/Template"}}
+
+
+def test_declared_query_parameters_are_documented_from_their_model():
+    from web.usage import LIMIT_DEFAULT
+
+    doc = openapi_document()
+    params = {p["name"]: p for p in doc["paths"]["/api/usage/logs"]["get"]["parameters"]}
+    assert list(params) == ["start", "end", "type", "model", "source", "limit", "offset"]
+    assert all(p["in"] == "query" and not p["required"] for p in params.values())
+    assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["default"] == LIMIT_DEFAULT
+    assert params["type"]["schema"]["enum"] == ["llm", "whisper"] and "nullable" not in params["type"]["schema"]
+    assert not [name for name in doc["components"]["schemas"] if name.endswith("Query")]

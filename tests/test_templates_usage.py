@@ -441,7 +441,17 @@ def test_usage_logs_pagination(stack, usage_rows):
     {"offset": "-1"}, {"offset": "x"},
 ], ids=lambda p: "&".join(f"{k}={v}" for k, v in p.items()))
 def test_usage_logs_bad_parameters_are_400(stack, params):
-    assert_error(stack.get("/api/usage/logs", params=params), 400)
+    answer = stack.get("/api/usage/logs", params=params)
+    assert_error(answer, 400)
+    assert answer.json()["message"].startswith(f"invalid request: {next(iter(params))}: "), answer.json()
+
+
+def test_usage_integers_are_plain_digits(stack):
+    """Forms a lenient integer parser would take are refused, as they always were; spaces around are fine."""
+    for value in ("1_000", "1.0", "+5", "9" * 19):
+        answer = stack.get("/api/usage/logs", params={"offset": value})
+        assert answer.status_code == 400 and f"got {value!r}" in answer.json()["message"], answer.text
+    assert stack.get("/api/usage/logs", params={"offset": " 0 ", "limit": " 2 "}).json()["limit"] == 2
 
 
 # --- pricing --------------------------------------------------------------------------------------

@@ -12,17 +12,19 @@ to declarations one at a time; and it speaks pydantic, which the settings alread
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+import re
+from typing import Annotated, Any, Callable
 
 from flask import Blueprint, Flask, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from annotated_types import Ge, Le
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from spectree import Response, SpecTree
 
 from web.errors import bad_request
 from web.openapi_schema import error, operation, response
 
-__all__ = ["Confirmation", "Field", "WireModel", "declared_paths", "endpoint"]
+__all__ = ["Confirmation", "Field", "QueryModel", "WireModel", "declared_paths", "endpoint", "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -30,6 +32,34 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True,
                               strict=True, str_strip_whitespace=True)
+
+
+class QueryModel(BaseModel):
+    """Query parameters: their names as they are, values as the URL carries them (text)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_SIGNED_DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+def _integer_text(pattern: re.Pattern, kind: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        # Only plain digits: pydantic alone would also take "1_000" and "1.0", which the API never did.
+        if isinstance(value, str) and not pattern.fullmatch(value.strip()):
+            raise ValueError(f"must be {kind}, got {value!r}")
+        return value
+    return check
+
+
+def query_integer(*, minimum: int | None = 0) -> Any:
+    """The type of an integer query parameter: 1 to 18 digits, spaces around allowed, at least `minimum`;
+    minimum=None takes a sign and any value."""
+    if minimum is None:
+        return Annotated[int, BeforeValidator(_integer_text(_SIGNED_DIGITS, "an integer"))]
+    return Annotated[(int, Ge(minimum), Le(10 ** 18 - 1),
+                      BeforeValidator(_integer_text(_DIGITS, "a non-negative integer")))]
 
 
 class Confirmation(WireModel):
@@ -48,7 +78,7 @@ class ErrorBody(WireModel):
 def _refuse_invalid(req, resp, req_validation_error, instance, model_adapter=None) -> None:
     """spectree's hook after request validation: a misfit becomes the house 400, naming each field."""
     if isinstance(req_validation_error, ValidationError):
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg'].removeprefix('Value error, ')}"
                              for e in req_validation_error.errors(include_url=False))
         raise bad_request(f"invalid request: {problems}")
 
@@ -58,21 +88,25 @@ api = SpecTree("flask", mode="strict", openapi_version="3.0.3", annotations=True
                nested_naming_strategy=lambda parent, child: child,
                validation_error_status=400, validation_error_model=ErrorBody, before=_refuse_invalid)
 
+_query_models: set[str] = set()
+
+
 def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str], json: type[WireModel] | None = None,
-             path_parameters: dict[str, str] | None = None) -> Callable:
-    """Declare an endpoint: its tag, request body model, and responses by status code.
+             query: type[QueryModel] | None = None, path_parameters: dict[str, str] | None = None) -> Callable:
+    """Declare an endpoint: its tag, request body and query models, and responses by status code.
 
     A response is (body model or list[model], description), or a description alone for an error, whose body
-    is the shared `Error`. The handler
-    names its body `json: Model` to receive it validated; it returns a model instance (or a tuple with a
-    status), which is serialised as declared. The docstring's first line is the summary, the rest the
-    description.
+    is the shared `Error`. The handler names its body `json: Model` (its query, `query: Model`) to receive it
+    validated; it returns a model instance (or a tuple with a status), which is serialised as declared. The
+    docstring's first line is the summary, the rest the description.
     """
     models = {f"HTTP_{code}": (ErrorBody, body) if isinstance(body, str) else body for code, body in responses.items()}
 
     def declare(view: Callable) -> Callable:
-        validated = api.validate(json=json, resp=Response(**models), tags=[tag], operation_id=view.__name__,
-                                 path_parameter_descriptions=path_parameters)(view)
+        if query is not None:
+            _query_models.add(query.__name__)
+        validated = api.validate(json=json, query=query, resp=Response(**models), tags=[tag],
+                                 operation_id=view.__name__, path_parameter_descriptions=path_parameters)(view)
         validated.error_descriptions = {str(code): body for code, body in responses.items() if isinstance(body, str)}
         if json is None:
             return validated
@@ -100,8 +134,9 @@ def declared_paths(blueprints: list[Blueprint]) -> tuple[dict[str, Any], dict[st
         spec = api.spec
         paths = {path: {method: _house_style(op, app, path, method) for method, op in item.items()}
                  for path, item in spec["paths"].items()}
+    # Query models become parameters; ErrorBody stands for the shared Error.
     schemas = {name: _openapi_30(schema) for name, schema in spec["components"]["schemas"].items()
-               if name != "ErrorBody"}
+               if name != "ErrorBody" and name not in _query_models}
     # spectree names a list response (TemplateList); the document writes arrays in place.
     arrays = {f"#/components/schemas/{name}": schema for name, schema in schemas.items()
               if schema.get("type") == "array"}
@@ -132,12 +167,23 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str) -> dict
         else:
             content = answer.get("content", {}).get("application/json", {})
             responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
+    parameters = [{**p, "schema": _openapi_30(_absent_not_null(p["schema"]))} for p in op.get("parameters") or []]
     built = operation(op["tags"][0], op["operationId"], op["summary"], responses,
-                      description=op.get("description") or None, parameters=op.get("parameters") or None,
+                      description=op.get("description") or None, parameters=parameters or None,
                       request_body=op.get("requestBody"))
     if "requestBody" in built:
         built["requestBody"]["required"] = True
     return built
+
+
+def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or has a value; pydantic's `X | None = None` means absent, not null."""
+    options = schema.get("anyOf")
+    if schema.get("default", ...) is None and isinstance(options, list) and {"type": "null"} in options:
+        rest = [option for option in options if option != {"type": "null"}]
+        kept = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
+        return {**kept, **rest[0]} if len(rest) == 1 else {**kept, "anyOf": rest}
+    return schema
 
 
 def _view(app: Flask, path: str, method: str) -> Callable:

@@ -464,98 +464,6 @@ def _sessions_schemas() -> dict[str, Schema]:
     }
 
 
-USAGE_TYPES = ["llm", "whisper"]
-
-
-def _usage_schemas() -> dict[str, Schema]:
-    cost = number("Estimated cost from the price list (0 for local models unless PARLEY_PRICING_JSON sets prices)",
-                  minimum=0)
-    count = integer(minimum=0)
-    counts = {"type": "object", "additionalProperties": integer(minimum=0)}
-    llm_totals = {
-        "totalPromptTokens": integer(minimum=0),
-        "totalCompletionTokens": integer(minimum=0),
-        "estimatedCost": cost,
-        "callCount": count,
-    }
-    whisper_totals = {
-        "totalDuration": integer("Seconds of transcribed audio", minimum=0),
-        "estimatedCost": cost,
-        "callCount": count,
-    }
-    return {
-        "UsageWeek": obj(
-            {
-                "weekStart": integer("Monday 00:00 UTC (Unix epoch milliseconds)"),
-                "weekEnd": integer("weekStart + 7 days - 1 ms"),
-                "llm": obj(llm_totals),
-                "whisper": obj(whisper_totals),
-                "totalCost": cost,
-            }
-        ),
-        "UsagePricing": obj(
-            {
-                "llm": {
-                    "type": "object",
-                    "description": "Model name (or default, for models not listed) to prices in US dollars",
-                    "additionalProperties": obj(
-                        {"promptCostPer1M": number(minimum=0), "completionCostPer1M": number(minimum=0)}
-                    ),
-                },
-                "whisper": {
-                    "type": "object",
-                    "description": "Model name (or default, for models not listed) to price in US dollars",
-                    "additionalProperties": obj({"costPerMinute": number(minimum=0)}),
-                },
-            },
-            description="The price list of the server, from PARLEY_PRICING_JSON; by default everything costs 0",
-        ),
-        "UsageHistory": obj(
-            {
-                "weeks": array(ref("UsageWeek"), "Exactly `weeks` entries, oldest first; the last is this week"),
-                "pricing": ref("UsagePricing"),
-            }
-        ),
-        "UsageStats": obj(
-            {
-                "llm": obj(
-                    {
-                        **llm_totals,
-                        "callsByModel": {**counts, "description": "Calls per model"},
-                        "callsBySource": {**counts, "description": "Calls per source, e.g. session_chat"},
-                    }
-                ),
-                "whisper": obj({**whisper_totals, "callsByModel": {**counts, "description": "Calls per model"}}),
-                "totalEstimatedCost": cost,
-            },
-            description="Totals over the whole usage log",
-        ),
-        "UsageLogItem": obj(
-            {
-                "id": integer(minimum=1),
-                "type": string(enum=USAGE_TYPES),
-                "source": string(
-                    "What made the call: session_chat, standalone_chat, summary, analysis_short_prompt, "
-                    "analysis_strategy, analysis_map, analysis_reduce, whisper_transcription, ..."
-                ),
-                "model": string(),
-                "promptTokens": nullable(integer(minimum=0)),
-                "completionTokens": nullable(integer(minimum=0)),
-                "duration": nullable(integer("Seconds of audio (whisper) or milliseconds of generation (llm)",
-                                             minimum=0)),
-                "timestamp": integer("When the call was made (Unix epoch milliseconds)"),
-                "estimatedCost": cost,
-            }
-        ),
-        "UsageLogPage": obj(
-            {
-                "items": array(ref("UsageLogItem"), "Newest first"),
-                "total": integer("Rows matching the filters", minimum=0),
-                "limit": integer(minimum=1, maximum=200),
-                "offset": integer(minimum=0),
-            }
-        ),
-    }
 
 
 PULL_STATES = ["queued", "parsing", "downloading", "verifying", "completed", "failed", "canceling", "canceled"]
@@ -1034,7 +942,6 @@ def components() -> dict[str, Any]:
     schemas.update(_live_schemas())
     schemas.update(_retranslate_schemas())
     schemas.update(_sessions_schemas())
-    schemas.update(_usage_schemas())
     schemas.update(_model_pulls_schemas())
     schemas.update(_llm_schemas())
     schemas.update(_chats_schemas())
@@ -1606,68 +1513,6 @@ def _sessions_paths() -> dict[str, Any]:
     }
 
 
-def _usage_paths() -> dict[str, Any]:
-    ms = "Unix epoch milliseconds, a non-negative integer"
-    return {
-        "/api/usage/history": {
-            "get": operation(
-                "usage",
-                "usage_history",
-                "Weekly usage and estimated cost",
-                {
-                    "200": response("One entry per week, oldest first", ref("UsageHistory")),
-                    "400": error("weeks is not an integer"),
-                },
-                parameters=[
-                    query_param(
-                        "weeks",
-                        integer(default=12),
-                        description="Number of weeks up to and including this one; any integer is accepted and "
-                                    "clamped to 1..52 (as the sessions client expects), so 0 gives 1 week",
-                    )
-                ],
-            )
-        },
-        "/api/usage/stats": {
-            "get": operation(
-                "usage",
-                "usage_stats",
-                "Usage totals, with call counts by model and source",
-                {"200": response("Totals over the whole usage log", ref("UsageStats"))},
-            )
-        },
-        "/api/usage/logs": {
-            "get": operation(
-                "usage",
-                "usage_logs",
-                "The usage log, filtered and paged",
-                {
-                    "200": response("A page of the log, newest first", ref("UsageLogPage")),
-                    "400": error(
-                        "start, end or offset is not a non-negative integer; limit is not a positive integer; "
-                        "type is not llm or whisper"
-                    ),
-                },
-                parameters=[
-                    query_param("start", integer(minimum=0, maximum=MAX_18_DIGITS),
-                                description=f"Only calls at or after this time ({ms})"),
-                    query_param("end", integer(minimum=0, maximum=MAX_18_DIGITS),
-                                description=f"Only calls at or before this time ({ms})"),
-                    query_param("type", string(enum=USAGE_TYPES), description="Only calls of this type"),
-                    query_param("model", string(), description="Only calls of this model (empty: all)"),
-                    query_param("source", string(), description="Only calls from this source (empty: all)"),
-                    query_param(
-                        "limit", integer(default=50, minimum=1, maximum=MAX_18_DIGITS),
-                        description="Page size; more than 200 gives 200"
-                    ),
-                    query_param("offset", integer(default=0, minimum=0, maximum=MAX_18_DIGITS),
-                                description="Rows to skip"),
-                ],
-            )
-        },
-    }
-
-
 def _model_pulls_paths() -> dict[str, Any]:
     job = path_param("job_id", "jobId returned by POST /api/llm/pull-model")
     unknown = error("Unknown pull job")
@@ -2232,7 +2077,7 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _usage_paths(),
+    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(),
                  _model_pulls_paths(), _llm_paths(), _chats_paths(), _summary_paths(), _docs_paths()):
         paths.update(part)
     from web.openapi_search import search_paths
@@ -2271,8 +2116,9 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     # The areas whose shapes are declared (web.declared) add their generated part.
     from web.declared import declared_paths
     from web.templates import templates_bp
+    from web.usage import usage_bp
 
-    declared, schemas = declared_paths([templates_bp])
+    declared, schemas = declared_paths([templates_bp, usage_bp])
     document["paths"].update(declared)
     document["components"]["schemas"].update(schemas)
     return document
