@@ -245,6 +245,17 @@ def test_empty_query_answer(env):
     assert ok(stack, q="  ", clientName="") == {"query": "No query or filters provided", "results": [], "total": 0}
 
 
+def test_parameters_read_as_they_always_were(env):
+    """An empty limit or from is the default, spaces around a value are fine, and a refused value is named."""
+    stack, _ = env
+    everything = ok(stack, q="anxiety")
+    assert ok(stack, q="anxiety", limit="", **{"from": ""}) == everything
+    assert ok(stack, q="anxiety", limit=" 20 ", searchType=" all ") == everything
+    assert ok(stack, q="anxiety", limit="1")["results"] == everything["results"][:1]
+    refused = search(stack, q="anxiety", limit="101").json()["message"]
+    assert refused.startswith("invalid request: limit: ") and "100" in refused, refused
+
+
 @pytest.mark.parametrize("params", [
     {"q": "anxiety", "limit": "0"}, {"q": "anxiety", "limit": "101"}, {"q": "anxiety", "limit": "ten"},
     {"q": "anxiety", "from": "-1"}, {"q": "anxiety", "from": "x"}, {"q": "anxiety", "searchType": "audio"},

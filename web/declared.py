@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable
 from flask import Blueprint, Flask, request
 from annotated_types import Ge, Le
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticUseDefault
 from pydantic.alias_generators import to_camel
 from spectree import Response, SpecTree
 
@@ -37,29 +38,33 @@ class WireModel(BaseModel):
 class QueryModel(BaseModel):
     """Query parameters: their names as they are, values as the URL carries them (text)."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)  # alias: a name Python can't spell, `from`
 
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _SIGNED_DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
+LARGEST_QUERY_INTEGER = 10 ** 18 - 1  # 18 digits: always fits the database's 64-bit integers
 
 
-def _integer_text(pattern: re.Pattern, kind: str) -> Callable[[Any], Any]:
+def query_integer(*, minimum: int | None = 0, maximum: int | None = LARGEST_QUERY_INTEGER, signed: bool = False,
+                  blank_is_default: bool = False) -> Any:
+    """The type of an integer query parameter.
+
+    It is 1 to 18 digits, with spaces around allowed (pydantic alone would also take "1_000" and "1.0", which
+    the API never did), between `minimum` and `maximum` (None: no bound). `signed` (default False) allows a
+    leading + or -; `blank_is_default` (default False) reads an empty value as absent instead of refusing it.
+    """
+    pattern, kind = (_SIGNED_DIGITS, "an integer") if signed else (_DIGITS, "a non-negative integer")
+
     def check(value: Any) -> Any:
-        # Only plain digits: pydantic alone would also take "1_000" and "1.0", which the API never did.
+        if isinstance(value, str) and blank_is_default and not value.strip():
+            raise PydanticUseDefault()
         if isinstance(value, str) and not pattern.fullmatch(value.strip()):
             raise ValueError(f"must be {kind}, got {value!r}")
         return value
-    return check
 
-
-def query_integer(*, minimum: int | None = 0) -> Any:
-    """The type of an integer query parameter: 1 to 18 digits, spaces around allowed, at least `minimum`;
-    minimum=None takes a sign and any value."""
-    if minimum is None:
-        return Annotated[int, BeforeValidator(_integer_text(_SIGNED_DIGITS, "an integer"))]
-    return Annotated[(int, Ge(minimum), Le(10 ** 18 - 1),
-                      BeforeValidator(_integer_text(_DIGITS, "a non-negative integer")))]
+    bounds = ([] if minimum is None else [Ge(minimum)]) + ([] if maximum is None else [Le(maximum)])
+    return Annotated[(int, *bounds, BeforeValidator(check))]
 
 
 class Confirmation(WireModel):
@@ -167,7 +172,8 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str) -> dict
         else:
             content = answer.get("content", {}).get("application/json", {})
             responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
-    parameters = [{**p, "schema": _openapi_30(_absent_not_null(p["schema"]))} for p in op.get("parameters") or []]
+    parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": _openapi_30(_absent_not_null(p["schema"]))}
+                  for p in op.get("parameters") or []]
     built = operation(op["tags"][0], op["operationId"], op["summary"], responses,
                       description=op.get("description") or None, parameters=parameters or None,
                       request_body=op.get("requestBody"))

@@ -2080,9 +2080,6 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(),
                  _model_pulls_paths(), _llm_paths(), _chats_paths(), _summary_paths(), _docs_paths()):
         paths.update(part)
-    from web.openapi_search import search_paths
-
-    paths.update(search_paths())
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
@@ -2115,10 +2112,11 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     document["components"] = components()
     # The areas whose shapes are declared (web.declared) add their generated part.
     from web.declared import declared_paths
+    from web.search import search_bp
     from web.templates import templates_bp
     from web.usage import usage_bp
 
-    declared, schemas = declared_paths([templates_bp, usage_bp])
+    declared, schemas = declared_paths([search_bp, templates_bp, usage_bp])
     document["paths"].update(declared)
     document["components"]["schemas"].update(schemas)
     return document

@@ -99,10 +99,13 @@ class UsageLogPage(WireModel):
     offset: int = Field(ge=0)
 
 
+ANY_INTEGER = query_integer(minimum=None, maximum=None, signed=True)
+
+
 class HistoryQuery(QueryModel):
-    weeks: query_integer(minimum=None) = Field(WEEKS_DEFAULT, description="Number of weeks up to and including "
-                                               "this one; any integer is accepted and clamped to 1..52 (as the "
-                                               "sessions client expects), so 0 gives 1 week")
+    weeks: ANY_INTEGER = Field(WEEKS_DEFAULT, description="Number of weeks up to and including this one; any "
+                               "integer is accepted and clamped to 1..52 (as the sessions client expects), so 0 "
+                               "gives 1 week")
 
 
 class LogsQuery(QueryModel):
