@@ -25,7 +25,8 @@ from spectree import Response, SpecTree
 from web.errors import bad_request
 from web.openapi_schema import error, operation, response
 
-__all__ = ["Confirmation", "Field", "QueryModel", "WireModel", "declared_paths", "endpoint", "query_integer"]
+__all__ = ["Confirmation", "Field", "QueryModel", "SparseWireModel", "WireModel", "declared_paths", "endpoint",
+           "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -33,6 +34,13 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True,
                               strict=True, str_strip_whitespace=True)
+
+
+class SparseWireModel(WireModel):
+    """A body whose unset optional fields are left out rather than sent as null."""
+
+    def model_dump_json(self, **options: Any) -> str:  # what spectree serialises a returned model with
+        return super().model_dump_json(**{"exclude_none": True, **options})
 
 
 class QueryModel(BaseModel):

@@ -464,51 +464,6 @@ def _sessions_schemas() -> dict[str, Schema]:
     }
 
 
-
-
-PULL_STATES = ["queued", "parsing", "downloading", "verifying", "completed", "failed", "canceling", "canceled"]
-
-
-def _model_pulls_schemas() -> dict[str, Schema]:
-    return {
-        "ModelPullRequest": obj(
-            {
-                "modelUrl": string(
-                    "An http(s) URL whose path ends in .gguf, or a Hugging Face name owner/repo/path/file.gguf "
-                    "(downloaded from {HF_ENDPOINT or https://huggingface.co}/owner/repo/resolve/main/path/file.gguf)",
-                    minLength=1,
-                    pattern=NONBLANK,
-                    example="bartowski/gemma-2-2b-it-GGUF/gemma-2-2b-it-Q4_K_M.gguf",
-                ),
-                "sha256": string("Expected sha256 of the file; the download fails when it differs",
-                                 pattern="^[0-9a-fA-F]{64}$"),
-            },
-            required=["modelUrl"],
-        ),
-        "ModelPullAccepted": obj(
-            {
-                "jobId": job_id_schema(),
-                "message": string(example="Download of gemma-2-2b-it-Q4_K_M.gguf started. Check its status."),
-            }
-        ),
-        "ModelPullStatus": obj(
-            {
-                "jobId": job_id_schema(),
-                "modelName": string("File name the model gets in the store (letters, digits, . _ -)"),
-                "status": string("State of the download", enum=PULL_STATES),
-                "message": string(example="Downloading gemma.gguf: 12.3 of 253.1 MB (5%)"),
-                "progress": number("Percent done; present once the size is known", minimum=0, maximum=100),
-                "completedBytes": integer("Bytes received so far", minimum=0),
-                "totalBytes": integer("Size of the file; present once the server told it", minimum=0),
-                "startTime": integer("When the pull was asked for (Unix epoch milliseconds)"),
-                "endTime": integer("When it completed, failed or was canceled (Unix epoch milliseconds)"),
-                "error": string("Why it failed, e.g. not a GGUF file or a sha256 mismatch"),
-            },
-            required=["jobId", "modelName", "status", "message", "completedBytes", "startTime"],
-        ),
-    }
-
-
 # --- language models, chats and summaries (web/llm.py, web/chats.py, web/summary.py) -------------------------
 
 LLM_JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]  # models.LlmJob.status
@@ -942,7 +897,6 @@ def components() -> dict[str, Any]:
     schemas.update(_live_schemas())
     schemas.update(_retranslate_schemas())
     schemas.update(_sessions_schemas())
-    schemas.update(_model_pulls_schemas())
     schemas.update(_llm_schemas())
     schemas.update(_chats_schemas())
     schemas.update(_summary_schemas())
@@ -1513,58 +1467,6 @@ def _sessions_paths() -> dict[str, Any]:
     }
 
 
-def _model_pulls_paths() -> dict[str, Any]:
-    job = path_param("job_id", "jobId returned by POST /api/llm/pull-model")
-    unknown = error("Unknown pull job")
-    return {
-        "/api/llm/pull-model": {
-            "post": operation(
-                "llm",
-                "pull_model",
-                "Download a GGUF model into the store",
-                {
-                    "202": response("Download queued; follow it with GET /api/llm/pull-status/{job_id}",
-                                    ref("ModelPullAccepted")),
-                    "400": error(
-                        "modelUrl missing or blank; a scheme other than http or https; a URL or name that does "
-                        "not end in .gguf; a sha256 that is not 64 hexadecimal characters"
-                    ),
-                    "409": error("A model of that file name is in the store, or a pull of it is running"),
-                    "503": error("Job queue unavailable; nothing was created"),
-                },
-                description="The file is written next to the store as <name>.part, resumed with a Range request "
-                "after a broken connection, and renamed into the store only once it is proven to be a GGUF file "
-                "(with the given sha256, when one is given).",
-                request_body=json_body(ref("ModelPullRequest")),
-            )
-        },
-        "/api/llm/pull-status/{job_id}": {
-            "get": operation(
-                "llm",
-                "pull_status",
-                "Progress of a model download",
-                {"200": response("The pull", ref("ModelPullStatus")), "404": unknown},
-                parameters=[job],
-            )
-        },
-        "/api/llm/cancel-pull/{job_id}": {
-            "post": operation(
-                "llm",
-                "cancel_pull",
-                "Cancel a model download",
-                {
-                    "200": response('"Cancellation request sent for job <job_id>."', ref("Confirmation")),
-                    "404": unknown,
-                    "409": error("The pull is verifying, completed, failed or canceled: nothing to cancel"),
-                },
-                description="A queued pull is canceled at once; a running one becomes canceling and then "
-                "canceled, with its partial file deleted.",
-                parameters=[job],
-            )
-        },
-    }
-
-
 def _llm_paths() -> dict[str, Any]:
     queue_down = "Job queue unavailable"
     return {
@@ -2077,8 +1979,8 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(),
-                 _model_pulls_paths(), _llm_paths(), _chats_paths(), _summary_paths(), _docs_paths()):
+    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _llm_paths(),
+                 _chats_paths(), _summary_paths(), _docs_paths()):
         paths.update(part)
     from web.openapi_analysis import analysis_paths
 
@@ -2112,11 +2014,12 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     document["components"] = components()
     # The areas whose shapes are declared (web.declared) add their generated part.
     from web.declared import declared_paths
+    from web.model_pulls import model_pulls_bp
     from web.search import search_bp
     from web.templates import templates_bp
     from web.usage import usage_bp
 
-    declared, schemas = declared_paths([search_bp, templates_bp, usage_bp])
+    declared, schemas = declared_paths([model_pulls_bp, search_bp, templates_bp, usage_bp])
     document["paths"].update(declared)
     document["components"]["schemas"].update(schemas)
     return document
