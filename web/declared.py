@@ -209,7 +209,8 @@ def _view(app: Flask, path: str, method: str) -> Callable:
 
 def _openapi_30(schema: Any) -> Any:
     """pydantic writes JSON Schema 2020-12; the document is OpenAPI 3.0.3: `title`s go (they repeat the
-    names), an optional value becomes `nullable`, and a `$ref` stands alone (3.0 ignores its siblings)."""
+    names), an optional value becomes `nullable`, `const` an enum of one, and a `$ref` stands alone (3.0
+    ignores its siblings)."""
     if isinstance(schema, list):
         return [_openapi_30(item) for item in schema]
     if not isinstance(schema, dict):
@@ -226,6 +227,8 @@ def _openapi_30(schema: Any) -> Any:
     for key, value in schema.items():
         if key == "properties":
             converted[key] = {name: _openapi_30(item) for name, item in value.items()}
+        elif key == "const":
+            converted["enum"] = [value]
         elif key != "title" or not isinstance(value, str):
             converted[key] = _openapi_30(value)
     return converted

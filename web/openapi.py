@@ -75,28 +75,6 @@ def _error_schema() -> Schema:
     )
 
 
-def _meta_schemas() -> dict[str, Schema]:
-    return {
-        "Health": obj(
-            {
-                "status": string(enum=["ok"]),
-                "timestamp": string("Server time, ISO 8601", example="2024-01-01T12:00:00+00:00"),
-            }
-        ),
-        "ServiceInfo": obj(
-            {
-                "name": string("Service name"),
-                "version": string("Service version"),
-                "endpoints": {
-                    "type": "object",
-                    "description": "Endpoint name to path",
-                    "additionalProperties": string(),
-                },
-            }
-        ),
-    }
-
-
 def chunk_info() -> Schema:
     # Inlined (not $ref'd) where nullable: OpenAPI 3.0 ignores siblings of $ref.
     return obj(
@@ -892,7 +870,6 @@ def _summary_schemas() -> dict[str, Schema]:
 
 def components() -> dict[str, Any]:
     schemas: dict[str, Schema] = {"Error": _error_schema()}
-    schemas.update(_meta_schemas())
     schemas.update(_transcribe_schemas())
     schemas.update(_live_schemas())
     schemas.update(_retranslate_schemas())
@@ -929,22 +906,6 @@ def components() -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # paths
 # --------------------------------------------------------------------------
-
-
-def _meta_paths() -> dict[str, Any]:
-    return {
-        "/health": {
-            "get": operation("meta", "health", "Liveness check", {"200": response("Service is up", ref("Health"))})
-        },
-        "/": {
-            "get": operation(
-                "meta",
-                "service_info",
-                "Service name, version and main endpoints",
-                {"200": response("Service information", ref("ServiceInfo"))},
-            )
-        },
-    }
 
 
 LIVE_DESCRIPTION = """\
@@ -1979,7 +1940,7 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_meta_paths(), _transcribe_paths(), _retranslate_paths(), _sessions_paths(), _llm_paths(),
+    for part in (_transcribe_paths(), _retranslate_paths(), _sessions_paths(), _llm_paths(),
                  _chats_paths(), _summary_paths(), _docs_paths()):
         paths.update(part)
     from web.openapi_analysis import analysis_paths
@@ -2014,12 +1975,13 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     document["components"] = components()
     # The areas whose shapes are declared (web.declared) add their generated part.
     from web.declared import declared_paths
+    from web.meta import meta_bp
     from web.model_pulls import model_pulls_bp
     from web.search import search_bp
     from web.templates import templates_bp
     from web.usage import usage_bp
 
-    declared, schemas = declared_paths([model_pulls_bp, search_bp, templates_bp, usage_bp])
+    declared, schemas = declared_paths([meta_bp, model_pulls_bp, search_bp, templates_bp, usage_bp])
     document["paths"].update(declared)
     document["components"]["schemas"].update(schemas)
     return document
