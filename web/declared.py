@@ -15,11 +15,11 @@ import functools
 import re
 from typing import Annotated, Any, Callable
 
-from flask import Blueprint, Flask, request
 from annotated_types import Ge, Le
+from flask import Blueprint, Flask, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from pydantic_core import PydanticUseDefault
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticUseDefault
 from spectree import Response, SpecTree
 
 from web.errors import bad_request
@@ -128,7 +128,8 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str], json: typ
         def with_json_object(*args: Any, **kwargs: Any):
             # spectree reads a missing, broken or non-object body as {}; the client should hear what is wrong.
             if not isinstance(request.get_json(silent=True), dict):
-                raise bad_request(f"the body must be a JSON object ({', '.join(json.model_fields)})")
+                names = [field.alias or name for name, field in json.model_fields.items()]
+                raise bad_request(f"the body must be a JSON object ({', '.join(names)})")
             return validated(*args, **kwargs)
 
         return with_json_object
@@ -202,7 +203,8 @@ def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _view(app: Flask, path: str, method: str) -> Callable:
     for rule in app.url_map.iter_rules():
-        if rule.rule.replace("<", "{").replace(">", "}") == path and method.upper() in (rule.methods or ()):
+        templated = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)  # <path:name> -> {name}
+        if templated == path and method.upper() in (rule.methods or ()):
             return app.view_functions[rule.endpoint]
     raise LookupError(f"no view for {method.upper()} {path}")
 
