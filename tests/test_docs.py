@@ -305,3 +305,11 @@ def test_declared_query_parameters_are_documented_from_their_model():
     assert params["limit"]["schema"]["minimum"] == 1 and params["limit"]["schema"]["default"] == LIMIT_DEFAULT
     assert params["type"]["schema"]["enum"] == ["llm", "whisper"] and "nullable" not in params["type"]["schema"]
     assert not [name for name in doc["components"]["schemas"] if name.endswith("Query")]
+
+
+def test_a_sparse_answer_documents_its_optional_fields_as_absent_not_null():
+    """The pull status leaves out what it does not know yet; the document must not promise a null instead."""
+    status = openapi_document()["components"]["schemas"]["ModelPullStatus"]
+    for name in ("progress", "totalBytes", "endTime", "error"):
+        assert name not in status["required"] and "nullable" not in status["properties"][name], name
+    assert "nullable" not in openapi_document()["components"]["schemas"]["Readiness"]["properties"]["message"]

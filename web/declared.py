@@ -36,8 +36,18 @@ class WireModel(BaseModel):
                               strict=True, str_strip_whitespace=True)
 
 
+def _optional_not_null(schema: dict[str, Any], model: type) -> None:
+    # A SparseWireModel never sends null: an optional field is absent or has a value.
+    required = set(schema.get("required", ()))
+    for name, field in schema.get("properties", {}).items():
+        if name not in required:
+            schema["properties"][name] = _absent_not_null(field)
+
+
 class SparseWireModel(WireModel):
     """A body whose unset optional fields are left out rather than sent as null."""
+
+    model_config = ConfigDict(json_schema_extra=_optional_not_null)
 
     def model_dump_json(self, **options: Any) -> str:  # what spectree serialises a returned model with
         return super().model_dump_json(**{"exclude_none": True, **options})
@@ -105,13 +115,15 @@ _query_models: set[str] = set()
 
 
 def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str], json: type[WireModel] | None = None,
-             query: type[QueryModel] | None = None, path_parameters: dict[str, str] | None = None) -> Callable:
+             query: type[QueryModel] | None = None, path_parameters: dict[str, str] | None = None,
+             operation_id: str | None = None) -> Callable:
     """Declare an endpoint: its tag, request body and query models, and responses by status code.
 
     A response is (body model or list[model], description), or a description alone for an error, whose body
     is the shared `Error`. The handler names its body `json: Model` (its query, `query: Model`) to receive it
     validated; it returns a model instance (or a tuple with a status), which is serialised as declared. The
-    docstring's first line is the summary, the rest the description.
+    docstring's first line is the summary, the rest the description. The operationId is `operation_id`,
+    by default the view's name.
     """
     models = {f"HTTP_{code}": (ErrorBody, body) if isinstance(body, str) else body for code, body in responses.items()}
 
@@ -119,7 +131,8 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str], json: typ
         if query is not None:
             _query_models.add(query.__name__)
         validated = api.validate(json=json, query=query, resp=Response(**models), tags=[tag],
-                                 operation_id=view.__name__, path_parameter_descriptions=path_parameters)(view)
+                                 operation_id=operation_id or view.__name__,
+                                 path_parameter_descriptions=path_parameters)(view)
         validated.error_descriptions = {str(code): body for code, body in responses.items() if isinstance(body, str)}
         if json is None:
             return validated
@@ -138,8 +151,8 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str], json: typ
 
 
 def declared_paths(blueprints: list[Blueprint]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(paths, component schemas) of blueprints whose endpoints are all declared, in the house style of the
-    hand-written parts of the document."""
+    """(paths, component schemas) of the declared endpoints of `blueprints`, in the house style of the
+    hand-written parts of the document (which still describe a blueprint's other endpoints)."""
     app = Flask(__name__)
     app.url_map.strict_slashes = False
     for blueprint in blueprints:
@@ -192,7 +205,8 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str) -> dict
 
 
 def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """A query parameter is absent or has a value; pydantic's `X | None = None` means absent, not null."""
+    """A query parameter (or a sparse body's field) is absent or has a value: pydantic's `X | None = None`
+    means absent here, not null."""
     options = schema.get("anyOf")
     if schema.get("default", ...) is None and isinstance(options, list) and {"type": "null"} in options:
         rest = [option for option in options if option != {"type": "null"}]
@@ -218,9 +232,10 @@ def _openapi_30(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return schema
     options = schema.get("anyOf")
-    if isinstance(options, list) and {"type": "null"} in options and len(options) == 2:
-        kept = next(option for option in options if option != {"type": "null"})
+    if isinstance(options, list) and {"type": "null"} in options:
+        others = [option for option in options if option != {"type": "null"}]
         rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        kept = others[0] if len(others) == 1 else {"anyOf": others}
         kept = {"allOf": [kept]} if "$ref" in kept else kept
         return _openapi_30({**rest, **kept, "nullable": True})
     if "$ref" in schema and len(schema) > 1:

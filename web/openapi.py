@@ -1946,9 +1946,8 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
-    from web.openapi_system import access_paths, system_paths
+    from web.openapi_access import access_paths
 
-    paths.update(system_paths())
     paths.update(access_paths())
     from web.openapi_admin import admin_paths
     from web.openapi_monitoring import monitoring_paths
@@ -1978,10 +1977,11 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.meta import meta_bp
     from web.model_pulls import model_pulls_bp
     from web.search import search_bp
+    from web.system import system_bp
     from web.templates import templates_bp
     from web.usage import usage_bp
 
-    declared, schemas = declared_paths([meta_bp, model_pulls_bp, search_bp, templates_bp, usage_bp])
+    declared, schemas = declared_paths([meta_bp, model_pulls_bp, search_bp, system_bp, templates_bp, usage_bp])
     document["paths"].update(declared)
     document["components"]["schemas"].update(schemas)
     return document
