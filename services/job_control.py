@@ -6,7 +6,6 @@ key appears; a running transcription stops at its next segment, when it sees its
 """
 from __future__ import annotations
 
-
 import redis
 
 from jobs import queues

@@ -1,6 +1,7 @@
 """Choosing the language model (and the remote server's key): the settings row changed, and the load queued."""
 from __future__ import annotations
 
+import re
 
 from parley.config import Settings
 from parley.errors import InvalidInput
@@ -27,7 +28,18 @@ def choose_model(settings: Settings, name: str, **changes) -> None:
     queue_llm_job("load_model")
 
 
+#: What an Authorization header can carry: visible ASCII, no spaces (RFC 9110 token68 is narrower still).
+API_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
 def set_api_token(token: str | None) -> None:
-    """Store (or, with None, clear) the key sent to a remote OpenAI-compatible server."""
+    """Store (or, with None, clear) the key sent to a remote OpenAI-compatible server.
+
+    InvalidInput for a token no HTTP header can carry (non-ASCII, spaces, control characters): stored, it
+    would fail every later call to the server.
+    """
+    if token is not None and not API_TOKEN.fullmatch(token):
+        raise InvalidInput("token must be visible ASCII characters without spaces (it is sent in an "
+                           "Authorization header)")
     row = llm_config.current()
     llm_config.LlmSettings.update(api_token=token).where(llm_config.LlmSettings.id == row.id).execute()

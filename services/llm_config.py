@@ -1,7 +1,6 @@
 """The language-model settings row, and how models are described to clients."""
 from __future__ import annotations
 
-
 from models import LlmSettings, db
 from parley.config import Settings, get_settings
 from parley.timestamps import now_ms

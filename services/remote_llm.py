@@ -45,6 +45,9 @@ def list_models(base_url: str, token: str | None, *, timeout_s: float = 5) -> li
             models = list(api.models.list())
     except openai.APIError as exc:
         raise RemoteUnavailable(f"the LLM server at {base_url} did not answer with a model list: {exc}") from None
+    except UnicodeError:  # a token stored before set_api_token checked them cannot go into a header
+        raise RemoteUnavailable("the stored API token is not plain ASCII, so it cannot be sent; store it again "
+                                "(POST /api/llm/api-token)") from None
     out = []
     for model in models:
         extra = model.model_extra or {}

@@ -541,7 +541,8 @@ def _llm_schemas() -> dict[str, Schema]:
             required=["modelName"],
         ),
         "LlmApiTokenRequest": obj(
-            {"token": nullable(string("Bearer token for the remote server; null, empty or absent clears it"))},
+            {"token": nullable(string("Bearer token for the remote server, visible ASCII without spaces; null, "
+                                      "empty or absent clears it", pattern="^\\s*[\\x21-\\x7e]*\\s*$"))},
             required=None,
         ),
         "LlmApiTokenSaved": obj(
@@ -1498,7 +1499,8 @@ def _llm_paths() -> dict[str, Any]:
                 "Store or clear the remote server's API token",
                 {
                     "200": response("Saved or cleared", ref("LlmApiTokenSaved")),
-                    "400": error("Body not a JSON object, or token neither a string nor null"),
+                    "400": error("Body not a JSON object, or token neither a string nor null, or not visible ASCII "
+                                 "without spaces (it is sent in an Authorization header)"),
                 },
                 request_body=json_body(ref("LlmApiTokenRequest")),
             )
