@@ -92,6 +92,13 @@ def text(browser, css: str) -> str | None:
         return None
 
 
+def shows(browser, css: str, expected, *, timeout: float = 10) -> None:
+    """Wait until the element at `css` shows `expected` (its text, or a predicate of it): a single read can land
+    on a redraw and find nothing."""
+    check = expected if callable(expected) else (lambda shown: shown == expected)
+    wait_until(lambda: check(text(browser, css)), timeout=timeout, what=f"{css} to show {expected!r}")
+
+
 def attribute(browser, css: str, name: str) -> str | None:
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.by import By
@@ -184,20 +191,20 @@ def test_cancel_an_llm_job_through_the_dashboard(dash):
 def test_page_shows_a_job_moving_from_waiting_to_done(dash, browser):
     stop_workers(dash)
     open_dashboard(browser, dash)
-    assert text(browser, '#queues tr[data-queue="asr"] td[data-count="waiting"]') == "0"
-    assert "no worker is alive" in text(browser, "#workers")
+    shows(browser, '#queues tr[data-queue="asr"] td[data-count="waiting"]', "0")
+    shows(browser, "#workers", lambda shown: "no worker is alive" in (shown or ""))
 
     job_id = upload(dash, diarize="false")
     row = f'#jobs tr[data-job-id="{job_id}"]'
     wait_until(lambda: text(browser, '#queues tr[data-queue="asr"] td[data-count="waiting"]') == "1", timeout=15,
                what="the asr waiting count to show 1")
     wait_until(lambda: text(browser, f"{row} .status") == "queued", timeout=15, what="the job's row, queued")
-    assert text(browser, f'{row} button[data-action="cancel"]') == "Cancel"
+    shows(browser, f'{row} button[data-action="cancel"]', "Cancel")
 
     start_asr_worker(dash, "asr")
     wait_until(lambda: text(browser, f"{row} .status") == "completed", timeout=240, what="the job's row, completed")
-    assert "100%" in text(browser, row)
-    assert text(browser, '#queues tr[data-queue="asr"] td[data-count="waiting"]') == "0"
+    shows(browser, row, lambda shown: "100%" in (shown or ""))
+    shows(browser, '#queues tr[data-queue="asr"] td[data-count="waiting"]', "0")
     assert text(browser, f'{row} button[data-action="cancel"]') is None
     # The worker is listed, with its queue and its device.
     wait_until(lambda: text(browser, "#workers tbody tr[data-worker]"), timeout=15, what="a worker row")
@@ -246,9 +253,9 @@ def test_dead_letter_retry_button_and_delete(dash, browser):
     open_dashboard(browser, dash)
     message_id = by_job[retried]["message_id"]
     letter = f'#dead-letters tr[data-message-id="{message_id}"]'
-    assert retried in text(browser, letter) and "diarization" in text(browser, letter)
-    assert text(browser, '#queues tr[data-queue="asr"] td[data-count="dead"]') == "1"
-    assert text(browser, f'#jobs tr[data-job-id="{retried}"] .status') == "failed"
+    shows(browser, letter, lambda shown: retried in (shown or "") and "diarization" in shown)
+    shows(browser, '#queues tr[data-queue="asr"] td[data-count="dead"]', "1")
+    shows(browser, f'#jobs tr[data-job-id="{retried}"] .status', "failed")
     wait_until(lambda: click(browser, f'{letter} button[data-action="retry"]'), timeout=10, what="the Retry click")
 
     wait_until(lambda: text(browser, letter) is None, timeout=15, what="the dead letter to leave the page")
