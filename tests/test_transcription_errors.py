@@ -168,3 +168,16 @@ def test_a_url_over_4_kib_is_a_json_414(stack):
         assert response.status_code == 414, response.text
         assert response.json()["error"] == "URITooLongError" and "the limit is 4096" in response.json()["detail"]
     assert stack.get("/api/sessions", params={"q": "x" * 3000}).status_code == 200
+
+
+def test_the_job_list_refuses_a_bad_filter_by_name(stack):
+    """The list's query is declared (web/transcribe.py): a bad state or limit is a 400 naming it, an empty
+    value is the default, and every listed job has the summary's fields."""
+    for params, name in (({"status": "running"}, "status"), ({"limit": "501"}, "limit"), ({"limit": "ten"}, "limit")):
+        answer = stack.get("/api/transcribe/jobs", params=params)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["message"].startswith(f"invalid request: {name}: "), answer.text
+    listed = stack.get("/api/transcribe/jobs", params={"limit": "", "status": ""}).json()
+    assert listed["count"] == len(listed["jobs"]) <= 100
+    assert all(set(j) == {"job_id", "status", "state", "progress", "updated_at", "message", "kind"}
+               for j in listed["jobs"])

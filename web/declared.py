@@ -25,8 +25,8 @@ from spectree import Response, SpecTree
 from web.errors import bad_request
 from web.openapi_schema import error, operation, response
 
-__all__ = ["Confirmation", "Field", "QueryModel", "SparseWireModel", "WireModel", "declared_paths", "endpoint",
-           "query_integer"]
+__all__ = ["Confirmation", "Field", "QueryModel", "SparseWireModel", "SpecWireModel", "WireModel", "declared_paths",
+           "endpoint", "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -34,6 +34,12 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True,
                               strict=True, str_strip_whitespace=True)
+
+
+class SpecWireModel(WireModel):
+    """A JSON body of the transcription service's API, whose names are snake_case on the wire too."""
+
+    model_config = ConfigDict(alias_generator=None)
 
 
 def _optional_not_null(schema: dict[str, Any], model: type) -> None:

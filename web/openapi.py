@@ -93,17 +93,6 @@ def _transcribe_schemas() -> dict[str, Schema]:
         "SpecJobState": string("The job's state as the transcription service speaks it: processing (queued or "
                                "running), completed, or failed (failed or canceled); `state` carries Parley's own",
                                enum=SPEC_JOB_STATES),
-        "ModelInfo": obj(
-            {
-                "name": string("Short model name used in requests", example="tiny.en"),
-                "full_name": string("Full model identifier"),
-                "is_downloaded": boolean("Whether the weights are available locally"),
-                "size_mb": number("Approximate model size in MB"),
-                "description": string(),
-                "languages": string("English-only or multilingual model", enum=["en", "multilingual"]),
-            }
-        ),
-        "ModelList": obj({"models": array(ref("ModelInfo"))}),
         "JobAccepted": obj(
             {
                 "job_id": job_id_schema(),
@@ -112,22 +101,6 @@ def _transcribe_schemas() -> dict[str, Schema]:
                 "message": string("With the position in the queue", example="Transcription queued (position 1)"),
             },
             description="A transcription job was queued",
-        ),
-        "JobSummary": obj(
-            {
-                "job_id": string("Job id"),
-                "status": ref("SpecJobState"),
-                "state": ref("JobState"),
-                "progress": number("Percent complete", minimum=0, maximum=100),
-                "updated_at": epoch_seconds("Last update time"),
-                "message": string(),
-            }
-        ),
-        "JobList": obj(
-            {
-                "jobs": array(ref("JobSummary")),
-                "count": integer("Number of jobs returned", minimum=0),
-            }
         ),
         "ChunkInfo": chunk_info(),
         "JobStatus": obj(
@@ -925,14 +898,6 @@ Messages are JSON objects (schema `LiveMessage` in components):
 def _transcribe_paths() -> dict[str, Any]:
     job = path_param("job_id", JOB_ID_PARAM)
     return {
-        "/api/transcribe/models": {
-            "get": operation(
-                "transcribe",
-                "list_models",
-                "List available Whisper models",
-                {"200": response("Known models", ref("ModelList"))},
-            )
-        },
         "/api/transcribe/": {
             "post": operation(
                 "transcribe",
@@ -955,20 +920,6 @@ def _transcribe_paths() -> dict[str, Any]:
                     },
                     ["file"],
                 ),
-            )
-        },
-        "/api/transcribe/jobs": {
-            "get": operation(
-                "transcribe",
-                "list_jobs",
-                "List recent jobs",
-                {"200": response("Jobs", ref("JobList")), "400": error("Invalid status or limit")},
-                parameters=[
-                    query_param("status", ref("JobState"), description="Only jobs in this state"),
-                    query_param(
-                        "limit", integer(minimum=1, maximum=500, default=100), description="Maximum jobs returned"
-                    ),
-                ],
             )
         },
         "/api/transcribe/status/{job_id}": {
@@ -1981,9 +1932,11 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.search import search_bp
     from web.system import system_bp
     from web.templates import templates_bp
+    from web.transcribe import transcribe_bp
     from web.usage import usage_bp
 
-    declared, schemas = declared_paths([meta_bp, model_pulls_bp, search_bp, system_bp, templates_bp, usage_bp])
+    declared, schemas = declared_paths([meta_bp, model_pulls_bp, search_bp, system_bp, templates_bp, transcribe_bp,
+                                        usage_bp])
     document["paths"].update(declared)
     document["components"]["schemas"].update(schemas)
     return document

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 from flask import Blueprint, Response, jsonify, request
 from simple_websocket import ConnectionClosed
@@ -17,6 +18,7 @@ from services.media import MediaError, probe
 from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, start_transcription, today_noon_utc
 from web import forms, sse
 from web.context import hub, settings
+from web.declared import Field, QueryModel, SpecWireModel, endpoint, query_integer
 from web.errors import ApiError, bad_request, error_body, not_found
 from web.streams import job_events
 from web.uploads import claim
@@ -43,9 +45,51 @@ def receive_audio(field: str) -> StoredAudio:
     return upload
 
 
+JobState = Literal["queued", "processing", "completed", "failed", "canceled"]
+
+
+class ModelInfo(SpecWireModel):
+    name: str = Field(description="Short model name used in requests", json_schema_extra={"example": "tiny.en"})
+    full_name: str = Field(description="Full model identifier")
+    is_downloaded: bool = Field(description="Whether the weights are available locally")
+    size_mb: float = Field(description="Approximate model size in MB")
+    description: str
+    languages: Literal["en", "multilingual"] = Field(description="English-only or multilingual model")
+
+
+class ModelList(SpecWireModel):
+    models: list[ModelInfo]
+
+
+class JobsQuery(QueryModel):
+    status: Literal["queued", "processing", "completed", "failed", "canceled", ""] = Field(
+        "", description="Only jobs in this state (processing: queued or running)")
+    limit: query_integer(minimum=1, maximum=500, signed=True, blank_is_default=True) = Field(
+        100, description="Maximum jobs returned")
+
+
+class JobSummary(SpecWireModel):
+    job_id: str = Field(description="Job id")
+    status: Literal["processing", "completed", "failed"] = Field(
+        description="The job's state as the transcription service speaks it: processing (queued or running), "
+        "completed, or failed (failed or canceled); `state` carries Parley's own")
+    state: JobState = Field(description="Parley's state of a job")
+    progress: float = Field(ge=0, le=100, description="Percent complete")
+    updated_at: float = Field(description="Last update time (Unix epoch seconds)")
+    message: str
+    kind: Literal["transcribe", "retranscribe"] = Field(description="A full transcription or a segment's")
+
+
+class JobList(SpecWireModel):
+    jobs: list[JobSummary]
+    count: int = Field(ge=0, description="Number of jobs returned")
+
+
 @transcribe_bp.get("/models")
+@endpoint(tag="transcribe", responses={200: (ModelList, "Known models")})
 def list_models():
-    return jsonify(models=modelstore.list_models(settings().model_dir))
+    """List available Whisper models"""
+    return ModelList.model_validate({"models": modelstore.list_models(settings().model_dir)})
 
 
 @transcribe_bp.post("/")
@@ -109,18 +153,18 @@ def status_body(job: Job) -> dict:
 
 
 @transcribe_bp.get("/jobs")
-def list_jobs():
-    status = request.args.get("status")
-    if status and status not in ("queued", "processing", *Job.TERMINAL):
-        raise bad_request(f"status must be one of queued, processing, {', '.join(Job.TERMINAL)}")
-    limit = forms.as_int("limit", request.args.get("limit"), default=100, lo=1, hi=500)
-    query = Job.select().order_by(Job.created_at_ms.desc()).limit(limit)
-    if status:
+@endpoint(tag="transcribe", query=JobsQuery, responses={200: (JobList, "Jobs, newest first"),
+                                                        400: "Invalid status or limit"})
+def list_jobs(query: JobsQuery):
+    """List recent jobs"""
+    jobs = Job.select().order_by(Job.created_at_ms.desc()).limit(query.limit)
+    if query.status:
         # A spec state means every finer state it stands for (processing: queued or running).
-        query = query.where(Job.status.in_([s for s, spec in SPEC_STATUS.items() if s == status or spec == status]))
-    jobs = [spec_status({"job_id": j.id, "status": j.status, "progress": round(j.progress, 1),
-                         "updated_at": seconds(j.updated_at_ms), "message": j.message, "kind": j.kind}) for j in query]
-    return jsonify(jobs=jobs, count=len(jobs))
+        jobs = jobs.where(Job.status.in_([s for s, spec in SPEC_STATUS.items() if query.status in (s, spec)]))
+    listed = [JobSummary.model_validate(spec_status({
+        "job_id": j.id, "status": j.status, "progress": round(j.progress, 1), "updated_at": seconds(j.updated_at_ms),
+        "message": j.message, "kind": j.kind})) for j in jobs]
+    return JobList(jobs=listed, count=len(listed))
 
 
 @transcribe_bp.get("/status/<job_id>")
