@@ -54,7 +54,8 @@ def stop_transcription(job: Job, status: str, message: str) -> bool:
     """End an unfinished speech job with `status` (its session too) and tell its streams; False if it had ended."""
     now = now_ms()
     with db.atomic():
-        changed = Job.update(status=status, message=message, error=message, updated_at_ms=now, finished_at_ms=now).where(
+        changed = Job.update(status=status, message=message, error=message, updated_at_ms=now,
+                             finished_at_ms=now).where(
             (Job.id == job.id) & Job.status.not_in(TERMINAL)).execute()
         if changed:
             if status == JobStatus.FAILED:
@@ -116,7 +117,8 @@ def cancel_llm_job(conn: redis.Redis, job: LlmJob, *, message: str = CANCELED_BY
     if job.status in TERMINAL:
         raise Conflict(f"LLM job {job.id} is already {job.status}; there is nothing to cancel")
     now = now_ms()
-    LlmJob.update(status=LlmJobStatus.CANCELED, message=message, error=message, updated_at_ms=now, finished_at_ms=now).where(
+    LlmJob.update(status=LlmJobStatus.CANCELED, message=message, error=message, updated_at_ms=now,
+                  finished_at_ms=now).where(
         (LlmJob.id == job.id) & (LlmJob.status == LlmJobStatus.QUEUED)).execute()
     ask_llm_job_to_stop(conn, job.id)
     return LlmJob.get_by_id(job.id).status
@@ -133,15 +135,16 @@ def requeue_failed_job(letter: queues.DeadLetter) -> str | None:
         with db.atomic():
             # A failed job's segments are gone (workers.pipeline.fail), so it starts again from the beginning.
             event = events.record_status(job, status=JobStatus.QUEUED, message=REQUEUED_BY_OPERATOR, error=None,
-                                         progress=0.0, attempts=0, chunks_done=0, chunk_progress=0.0, finished_at_ms=None)
+                                         progress=0.0, attempts=0, chunks_done=0, chunk_progress=0.0,
+                                         finished_at_ms=None)
             if job.session_id:
                 Session.update(status=SessionStatus.QUEUED, error_message=None).where(
                     (Session.id == job.session_id) & (Session.whisper_job_id == job.id)).execute()
         events.publish(event)
         return job.id
     if letter.actor == "generate" and isinstance(job_id, str):
-        changed = LlmJob.update(status=LlmJobStatus.QUEUED, error=None, message=REQUEUED_BY_OPERATOR, finished_at_ms=None,
-                                updated_at_ms=now_ms()).where(
+        changed = LlmJob.update(status=LlmJobStatus.QUEUED, error=None, message=REQUEUED_BY_OPERATOR,
+                                finished_at_ms=None, updated_at_ms=now_ms()).where(
             (LlmJob.id == job_id) & (LlmJob.status == LlmJobStatus.FAILED)).execute()
         return job_id if changed else None
     if letter.actor == "analyze" and isinstance(job_id, int):

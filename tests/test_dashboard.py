@@ -148,6 +148,8 @@ def test_cancel_and_unknown_ids_through_the_json_endpoints(dash):
     assert queue(dash, "asr")["waiting"] == 0
     row = job_row(dash, job_id)
     assert row["status"] == "canceled" and not row["cancelable"]
+    # Rows store epoch milliseconds; the dashboard speaks epoch seconds.
+    assert abs(row["created_at"] - time.time()) < 600 and row["created_at"] <= row["finished_at"] <= time.time() + 1
 
     again = dash.post(f"/dashboard/jobs/{job_id}/cancel")
     assert again.status_code == 409 and "already canceled" in again.json()["message"]

@@ -180,7 +180,8 @@ def test_sessions_of_the_transcription_api_get_contract_values(database_url):
         Runner(database, directory=str(MIGRATIONS_DIR)).up(target="0008_ids_never_reused")
         old_session = before_0011(Session)
         old = old_session.create(file_name="a.mp3", date="2026-01-01T12:00:00.000Z", status="completed", created_at=1.5)
-        kept = old_session.create(file_name="b.mp3", date="2026-01-01T12:00:00.000Z", status="completed", created_at=1.5,
+        kept = old_session.create(file_name="b.mp3", date="2026-01-01T12:00:00.000Z", status="completed",
+                                  created_at=1.5,
                               client_name="Jane", session_type="Intake", therapy="CBT")
     assert migrate(database_url)[0] == "0009_transcription_api_sessions"
     with db.connection_context():

@@ -72,8 +72,8 @@ def create_template(json: TemplateInput):
 
 @templates_bp.put("/templates/<template_id>")
 @endpoint(tag="templates", json=TemplateInput, path_parameters=TEMPLATE_ID,
-          responses={200: (Template, "The updated template"), 400: f"{BAD_ID}; or {BAD_BODY[0].lower()}"
-                     f"{BAD_BODY[1:]}", 404: "Unknown template", 409: "Another template has that title"})
+          responses={200: (Template, "The updated template"), 400: f"{BAD_ID}. {BAD_BODY}",
+                     404: "Unknown template", 409: "Another template has that title"})
 def update_template(template_id: str, json: TemplateInput):
     """Change a template's title and text
 

@@ -108,8 +108,8 @@ def tokens_list(include_revoked: bool) -> None:
     open_db()
     click.echo(f"{'id':>4}  {'name':<20} {'scopes':<18} {'starts with':<14} {'created':<16}  {'last used':<16}  revoked")
     for t in api_tokens.list_tokens(include_revoked=include_revoked):
-        click.echo(f"{t.id:>4}  {t.name:<20} {','.join(t.scopes):<18} {t.prefix + '...':<14} {when(t.created_at_ms):<16}  "
-                   f"{when(t.last_used_at_ms):<16}  {when(t.revoked_at_ms)}")
+        click.echo(f"{t.id:>4}  {t.name:<20} {','.join(t.scopes):<18} {t.prefix + '...':<14} "
+                   f"{when(t.created_at_ms):<16}  {when(t.last_used_at_ms):<16}  {when(t.revoked_at_ms)}")
 
 
 @tokens.command("revoke")
