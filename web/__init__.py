@@ -5,7 +5,7 @@ import time
 import uuid
 
 import peewee
-from flask import Flask, g, request
+from flask import Blueprint, Flask, g, request
 from flask_cors import CORS
 
 from parley.config import Settings, ensure_dirs, get_settings
@@ -17,28 +17,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from parley.logs import configure_logging
     from parley.redisconn import client as redis_client
     from services.templates import ensure_system_templates
-    from web.admin import admin_bp
     from web.auth import install_access_control
-    from web.analysis import analysis_bp
-    from web.chats import chats_bp
-    from web.dashboard import dashboard_bp
-    from web.docs import docs_bp
     from web.errors import register_error_handlers
-    from web.llm import llm_bp
-    from web.meta import meta_bp
-    from web.metrics import install_metrics, metrics_bp
-    from web.model_pulls import model_pulls_bp
-    from web.processes import processes_bp
-    from web.retranslate import retranslate_bp
-    from web.search import search_bp
-    from web.sessions import sessions_bp
+    from web.metrics import install_metrics
     from web.streams import EventHub
-    from web.summary import summary_bp
-    from web.system import system_bp
-    from web.templates import templates_bp
-    from web.transcribe import transcribe_bp
     from web.uploads import StreamingRequest, discard_unclaimed_uploads
-    from web.usage import usage_bp
     from web.websockets import sock
 
     settings = settings or get_settings()
@@ -63,9 +46,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["parley_hub"] = EventHub(settings.redis_url)
     app.extensions["parley_redis"] = redis_client(settings.redis_url)
 
-    for blueprint in (meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp, templates_bp, usage_bp,
-                      model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp,
-                      admin_bp, processes_bp, metrics_bp, dashboard_bp):
+    for blueprint in api_blueprints():
         app.register_blueprint(blueprint)
     sock.init_app(app)
     register_error_handlers(app)
@@ -85,6 +66,32 @@ def create_app(settings: Settings | None = None) -> Flask:
             db.close()
 
     return app
+
+
+def api_blueprints() -> list[Blueprint]:
+    """Every blueprint of the API, one per area (the sign-in pages come with access control)."""
+    from web.admin import admin_bp
+    from web.analysis import analysis_bp
+    from web.chats import chats_bp
+    from web.dashboard import dashboard_bp
+    from web.docs import docs_bp
+    from web.llm import llm_bp
+    from web.meta import meta_bp
+    from web.metrics import metrics_bp
+    from web.model_pulls import model_pulls_bp
+    from web.processes import processes_bp
+    from web.retranslate import retranslate_bp
+    from web.search import search_bp
+    from web.sessions import sessions_bp
+    from web.summary import summary_bp
+    from web.system import system_bp
+    from web.templates import templates_bp
+    from web.transcribe import transcribe_bp
+    from web.usage import usage_bp
+
+    return [meta_bp, docs_bp, transcribe_bp, retranslate_bp, sessions_bp, templates_bp, usage_bp, model_pulls_bp,
+            llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp, admin_bp, processes_bp, metrics_bp,
+            dashboard_bp]
 
 
 #: The longest path and query string answered; a longer one gets a JSON 414. gunicorn refuses request

@@ -12,6 +12,7 @@ from limits import parse_many
 
 from parley.config import get_settings
 from services import api_tokens
+from web.declared import Documented, Field, FormModel, endpoint
 from web.errors import error_body
 
 log = logging.getLogger(__name__)
@@ -213,28 +214,48 @@ def _safe_next(value: str | None) -> str:
     return value if value and value.startswith("/") and not value.startswith("//") and "\\" not in value else "/dashboard"
 
 
+PAGE = {"text/html": {"schema": {"type": "string"}}}
+REDIRECT = {"Location": {"schema": {"type": "string"}}}
+
+
+class LoginForm(FormModel):
+    """The sign-in form's fields."""
+
+    token: str | None = Field(None, description="An API token")
+    next: str | None = Field(None, description="Where to go afterwards (a path on this server)")
+
+
 @auth_bp.get("/login")
+@endpoint(tag="admin", responses={200: Documented("The sign-in form", PAGE)})
 def login_form():
+    """The sign-in form for the dashboard"""
     page = LOGIN_PAGE.format(message="Sign in with an API token that has the admin scope.",
                              next=html.escape(_safe_next(request.args.get("next"))))
     return Response(page, mimetype="text/html")
 
 
 @auth_bp.post("/login")
-def login():
-    token = (request.form.get("token") or "").strip()
+@endpoint(tag="admin", form=LoginForm, form_media_type="application/x-www-form-urlencoded", responses={
+    303: Documented("Signed in: the parley_token cookie (HttpOnly, SameSite=Strict) is set; redirect to `next`",
+                    headers=REDIRECT),
+    400: Documented("No token given", PAGE), 401: Documented("Unknown or revoked token", PAGE)})
+def login(form: LoginForm):
+    """Sign in with an API token"""
+    token = (form.token or "").strip()
     info = api_tokens.verify(token) if token else None
     if info is None:
         message = "That token is unknown or revoked." if token else "Enter an API token."
-        page = LOGIN_PAGE.format(message=message, next=html.escape(_safe_next(request.form.get("next"))))
+        page = LOGIN_PAGE.format(message=message, next=html.escape(_safe_next(form.next)))
         return Response(page, status=401 if token else 400, mimetype="text/html")
-    response = redirect(_safe_next(request.form.get("next")), code=303)
+    response = redirect(_safe_next(form.next), code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=request.is_secure, max_age=12 * 3600)
     return response
 
 
 @auth_bp.post("/logout")
+@endpoint(tag="admin", responses={303: Documented("Signed out; redirect to the sign-in form", headers=REDIRECT)})
 def logout():
+    """Sign out (clears the cookie)"""
     response = redirect("/auth/login", code=303)
     response.delete_cookie(COOKIE)
     return response

@@ -12,21 +12,25 @@ to declarations one at a time; and it speaks pydantic, which the settings alread
 from __future__ import annotations
 
 import functools
+import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
 from annotated_types import Ge, Le
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, current_app, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticUseDefault
 from spectree import Response, SpecTree
+from spectree.utils import get_multidict_items
 
 from web.errors import bad_request
 from web.openapi_schema import error, operation, response
 
-__all__ = ["Confirmation", "Field", "QueryModel", "SparseWireModel", "SpecWireModel", "WireModel", "declared_paths",
-           "endpoint", "query_integer"]
+__all__ = ["Confirmation", "Documented", "Field", "FormModel", "QueryModel", "SparseWireModel", "SpecWireModel",
+           "StoredModel", "WireModel", "declared_paths", "endpoint", "lenient_integer", "lenient_number",
+           "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -40,6 +44,16 @@ class SpecWireModel(WireModel):
     """A JSON body of the transcription service's API, whose names are snake_case on the wire too."""
 
     model_config = ConfigDict(alias_generator=None)
+
+
+class StoredModel(SpecWireModel):
+    """A body read back as it was stored (a job's result, a segment's words): a field that was absent stays
+    absent, a null stays null. Its text is as stored: a word's leading space is part of it."""
+
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    def model_dump_json(self, **options: Any) -> str:  # what spectree serialises a returned model with
+        return super().model_dump_json(**{"exclude_unset": True, **options})
 
 
 def _optional_not_null(schema: dict[str, Any], model: type) -> None:
@@ -65,8 +79,16 @@ class QueryModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)  # alias: a name Python can't spell, `from`
 
 
+class FormModel(QueryModel):
+    """The text fields of a posted form: their names as they are, values as the form carries them (text),
+    trimmed."""
+
+    model_config = ConfigDict(str_strip_whitespace=True)
+
+
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _SIGNED_DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
+INT64_MAX = 2 ** 63 - 1  # the database stores 64-bit integers
 LARGEST_QUERY_INTEGER = 10 ** 18 - 1  # 18 digits: always fits the database's 64-bit integers
 
 
@@ -89,6 +111,45 @@ def query_integer(*, minimum: int | None = 0, maximum: int | None = LARGEST_QUER
 
     bounds = ([] if minimum is None else [Ge(minimum)]) + ([] if maximum is None else [Le(maximum)])
     return Annotated[(int, *bounds, BeforeValidator(check))]
+
+
+def lenient_integer(*, minimum: int | None = None, maximum: int | None = INT64_MAX) -> Any:
+    """The type of an integer field that also takes its digits as a string (a form's text, or JSON as both APIs
+    always took it); an empty string is absent (the field's default). Documented as an integer."""
+
+    def read(value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticUseDefault()
+        if isinstance(value, bool):
+            raise ValueError(f"must be an integer, got {value!r}")
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ValueError(f"must be an integer, got {value!r}") from None
+        return value
+
+    bounds = ([] if minimum is None else [Ge(minimum)]) + ([] if maximum is None else [Le(maximum)])
+    return Annotated[(int, *bounds, BeforeValidator(read))]
+
+
+def lenient_number(*, minimum: float | None = None) -> Any:
+    """The type of a number field that also takes it as a string, like `lenient_integer`; it must be finite."""
+
+    def read(value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise PydanticUseDefault()
+        if isinstance(value, bool):
+            raise ValueError(f"must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        return number
+
+    return Annotated[(float, *([] if minimum is None else [Ge(minimum)]), BeforeValidator(read))]
 
 
 class Confirmation(WireModel):
@@ -117,43 +178,103 @@ api = SpecTree("flask", mode="strict", openapi_version="3.0.3", annotations=True
                nested_naming_strategy=lambda parent, child: child,
                validation_error_status=400, validation_error_model=ErrorBody, before=_refuse_invalid)
 
-_query_models: set[str] = set()
+_parameter_models: set[str] = set()
 
 
-def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str], json: type[WireModel] | None = None,
-             query: type[QueryModel] | None = None, path_parameters: dict[str, str] | None = None,
+@dataclass(frozen=True)
+class Documented:
+    """A response whose body is not a JSON model (a file, a stream, a page, a redirect): documented as given,
+    and returned by the handler as a Flask response that is passed through untouched."""
+
+    description: str
+    # OpenAPI media types, e.g. {"text/html": {"schema": {...}}}; a schema may be a model class.
+    content: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
+
+
+def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documented], json: type[WireModel] | None = None,
+             query: type[QueryModel] | None = None, form: type[FormModel] | None = None,
+             files: dict[str, str] | None = None, file_types: str = "audio/*, video/*, application/octet-stream",
+             form_media_type: str = "multipart/form-data", path_parameters: dict[str, str] | None = None,
              operation_id: str | None = None) -> Callable:
     """Declare an endpoint: its tag, request body and query models, and responses by status code.
 
-    A response is (body model or list[model], description), or a description alone for an error, whose body
-    is the shared `Error`. The handler names its body `json: Model` (its query, `query: Model`) to receive it
-    validated; it returns a model instance (or a tuple with a status), which is serialised as declared. The
-    docstring's first line is the summary, the rest the description. The operationId is `operation_id`,
-    by default the view's name.
+    A response is (body model or list[model], description), a description alone for an error, whose body
+    is the shared `Error`, or `Documented(...)` for a body that is not JSON. The handler names its body
+    `json: Model` (its query `query: Model`, its form fields `form: Model`) to receive it validated; it
+    returns a model instance (or a tuple with a status), which is serialised as declared. The docstring's
+    first line is the summary, the rest the description. The operationId is `operation_id`, by default the
+    view's name.
+
+    A form (`form`, posted as `form_media_type`, default multipart) is validated from its text fields; the
+    uploaded files it carries are named in `files` ({field: description}, all required, of `file_types`)
+    and read by the handler, which streams them to disk. An endpoint with a form or a `Documented` response
+    runs its handler outside spectree, whose response handling would read a streamed body whole.
     """
-    models = {f"HTTP_{code}": (ErrorBody, body) if isinstance(body, str) else body for code, body in responses.items()}
+    models = {f"HTTP_{code}": None if isinstance(body, Documented) else (ErrorBody, body) if isinstance(body, str)
+              else body for code, body in responses.items()}
+    documented = {str(code): body for code, body in responses.items() if isinstance(body, Documented)}
 
     def declare(view: Callable) -> Callable:
-        if query is not None:
-            _query_models.add(query.__name__)
-        validated = api.validate(json=json, query=query, resp=Response(**models), tags=[tag],
+        for model in (query, form):
+            if model is not None:
+                _parameter_models.add(model.__name__)
+        validated = api.validate(json=json, query=query, form=form, resp=Response(**models), tags=[tag],
                                  operation_id=operation_id or view.__name__,
                                  path_parameter_descriptions=path_parameters)(view)
-        validated.error_descriptions = {str(code): body for code, body in responses.items() if isinstance(body, str)}
-        if json is None:
-            return validated
+        wrapper = _unchecked(view, validated, query=query, json=json, form=form) if form or documented else validated
+        wrapper.error_descriptions = {str(code): body for code, body in responses.items() if isinstance(body, str)}
+        wrapper.documented_responses = documented
+        wrapper.form_files = (files or {}, file_types, form_media_type)
+        if json is None or wrapper is not validated:
+            return wrapper
 
         @functools.wraps(validated)
         def with_json_object(*args: Any, **kwargs: Any):
-            # spectree reads a missing, broken or non-object body as {}; the client should hear what is wrong.
-            if not isinstance(request.get_json(silent=True), dict):
-                names = [field.alias or name for name, field in json.model_fields.items()]
-                raise bad_request(f"the body must be a JSON object ({', '.join(names)})")
+            _require_json_object(json)
             return validated(*args, **kwargs)
 
         return with_json_object
 
     return declare
+
+
+def _serialised(result: Any) -> Any:
+    """A handler's model (alone or with a status) as the JSON response spectree would have made of it."""
+    body, *rest = result if isinstance(result, tuple) else (result,)
+    if not isinstance(body, BaseModel):
+        return result
+    made = current_app.response_class(body.model_dump_json(), mimetype="application/json")
+    return (made, *rest) if rest else made
+
+
+def _require_json_object(model: type[BaseModel]) -> None:
+    # spectree reads a missing, broken or non-object body as {}; the client should hear what is wrong.
+    if not isinstance(request.get_json(silent=True), dict):
+        names = [field.alias or name for name, field in model.model_fields.items()]
+        raise bad_request(f"the body must be a JSON object ({', '.join(names)})")
+
+
+def _unchecked(view: Callable, validated: Callable, *, query: type[BaseModel] | None, json: type[BaseModel] | None,
+               form: type[BaseModel] | None) -> Callable:
+    """The handler run without spectree: its inputs validated here, its response returned as it is."""
+
+    @functools.wraps(view)
+    def run(*args: Any, **kwargs: Any):
+        try:
+            if query is not None:
+                kwargs["query"] = query.model_validate(get_multidict_items(request.args, query))
+            if json is not None:
+                _require_json_object(json)
+                kwargs["json"] = json.model_validate(request.get_json())
+            if form is not None:
+                kwargs["form"] = form.model_validate(get_multidict_items(request.form, form))
+        except ValidationError as exc:
+            _refuse_invalid(request, None, exc, None)
+        return _serialised(view(*args, **kwargs))
+
+    run.__wrapped__ = validated  # how spectree finds the declaration when it builds the document
+    return run
 
 
 def declared_paths(blueprints: list[Blueprint]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -165,11 +286,12 @@ def declared_paths(blueprints: list[Blueprint]) -> tuple[dict[str, Any], dict[st
         app.register_blueprint(blueprint)
     with app.app_context():
         spec = api.spec
-        paths = {path: {method: _house_style(op, app, path, method) for method, op in item.items()}
-                 for path, item in spec["paths"].items()}
-    # Query models become parameters; ErrorBody stands for the shared Error.
-    schemas = {name: _openapi_30(schema) for name, schema in spec["components"]["schemas"].items()
-               if name != "ErrorBody" and name not in _query_models}
+    every_schema = {name: _openapi_30(schema) for name, schema in spec["components"]["schemas"].items()}
+    paths = {path: {method: _house_style(op, app, path, method, every_schema) for method, op in item.items()}
+             for path, item in spec["paths"].items()}
+    # Query and form models become parameters and inline bodies; ErrorBody stands for the shared Error.
+    schemas = {name: schema for name, schema in every_schema.items()
+               if name != "ErrorBody" and name not in _parameter_models}
     # spectree names a list response (TemplateList); the document writes arrays in place.
     arrays = {f"#/components/schemas/{name}": schema for name, schema in schemas.items()
               if schema.get("type") == "array"}
@@ -186,14 +308,18 @@ def _inline(node: Any, arrays: dict[str, Any]) -> Any:
     return {key: _inline(value, arrays) for key, value in node.items()}
 
 
-def _house_style(op: dict[str, Any], app: Flask, path: str, method: str) -> dict[str, Any]:
+def _house_style(op: dict[str, Any], app: Flask, path: str, method: str, schemas: dict[str, Any]) -> dict[str, Any]:
     """One generated operation as the hand-written parts write theirs: shared Error responses, standard
-    headers, the 414 every operation can answer."""
+    headers, the 414 every operation can answer, forms in place."""
     view = _view(app, path, method)
     errors = getattr(view, "error_descriptions", {})
+    documented = getattr(view, "documented_responses", {})
     responses = {}
     for code, answer in op["responses"].items():
-        if code in errors:
+        if code in documented:
+            responses[code] = response(documented[code].description, headers=documented[code].headers,
+                                       content=_with_models(documented[code].content, schemas))
+        elif code in errors:
             responses[code] = error(errors[code])
         elif code == "400":
             continue  # spectree adds it to every endpoint; only those that declare a 400 can answer one
@@ -202,12 +328,60 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str) -> dict
             responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
     parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": _openapi_30(_absent_not_null(p["schema"]))}
                   for p in op.get("parameters") or []]
+    body = op.get("requestBody")
+    if body and "multipart/form-data" in body["content"]:
+        body = _form_body(body["content"]["multipart/form-data"]["schema"], view, schemas)
     built = operation(op["tags"][0], op["operationId"], op["summary"], responses,
                       description=op.get("description") or None, parameters=parameters or None,
-                      request_body=op.get("requestBody"))
+                      request_body=body)
     if "requestBody" in built:
         built["requestBody"]["required"] = True
     return built
+
+
+def _with_models(content: dict[str, Any] | None, schemas: dict[str, Any]) -> dict[str, Any] | None:
+    """A Documented response's media types, where a `schema` may be a model: it becomes a reference, and the
+    model's schema (with those it uses) joins the components."""
+    if content is None:
+        return None
+    out = {}
+    for media_type, entry in content.items():
+        model = entry.get("schema")
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            generated = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+            for name, schema in {**generated.pop("$defs", {}), model.__name__: generated}.items():
+                schemas.setdefault(name, _openapi_30(schema))
+            entry = {**entry, "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        out[media_type] = entry
+    return out
+
+
+def _form_body(reference: dict[str, Any], view: Callable, schemas: dict[str, Any]) -> dict[str, Any]:
+    """A form's body in place: its text fields (optional ones absent, not null) and its files."""
+    files, file_types, media_type = view.form_files
+    fields = schemas[reference["$ref"].rsplit("/", 1)[1]]
+    schema = _absent_not_null_fields(fields)
+    schema["properties"] = {**{name: {"type": "string", "format": "binary", "description": description}
+                               for name, description in files.items()}, **schema.get("properties", {})}
+    required = [*files, *schema.pop("required", ())]
+    if required:  # OpenAPI 3.0 refuses an empty list
+        schema["required"] = required
+    encoding = {name: {"contentType": file_types} for name in files}
+    return {"content": {media_type: {"schema": schema, **({"encoding": encoding} if encoding else {})}}}
+
+
+def _absent_not_null_fields(schema: dict[str, Any]) -> dict[str, Any]:
+    required = set(schema.get("required", ()))
+    properties = {name: field if name in required else _absent_not_null_30(field)
+                  for name, field in schema.get("properties", {}).items()}
+    return {**schema, "properties": properties}
+
+
+def _absent_not_null_30(schema: dict[str, Any]) -> dict[str, Any]:
+    # After _openapi_30 an optional value reads {..., nullable: true, default: null}.
+    if schema.get("nullable") and schema.get("default", ...) is None:
+        return {k: v for k, v in schema.items() if k not in ("nullable", "default")}
+    return schema
 
 
 def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 
 import swagger_ui_bundle
 from flask import Blueprint, Response, jsonify, redirect, request, send_from_directory, url_for
+from web.declared import Documented, endpoint
 from markupsafe import escape
 
 from web.openapi import openapi_document
@@ -49,12 +50,18 @@ def _static(filename: str) -> str:
 
 
 @docs_bp.get("/api/openapi.json")
+@endpoint(tag="docs", operation_id="openapi_document", responses={200: Documented("OpenAPI 3.0.3 document", {
+    "application/json": {"schema": {"type": "object", "additionalProperties": True}}})})
 def openapi_json() -> Response:
+    """This OpenAPI document"""
     return jsonify(openapi_document(server_url=request.host_url))
 
 
 @docs_bp.get("/api/docs")
+@endpoint(tag="docs", operation_id="api_docs", responses={200: Documented("HTML page", {
+    "text/html": {"schema": {"type": "string"}}})})
 def swagger_ui() -> Response:
+    """Interactive API documentation (Swagger UI)"""
     # json.dumps gives a JS string literal; "</" is escaped so it cannot close the script tag.
     spec_url = json.dumps(url_for("docs.openapi_json")).replace("</", "<\\/")
     html = _DOCS_PAGE.format(
@@ -74,5 +81,8 @@ def swagger_ui_static(filename: str) -> Response:
 
 
 @docs_bp.get("/api/schema")
+@endpoint(tag="docs", operation_id="api_schema_redirect", responses={302: Documented("Redirect to /api/docs", headers={
+    "Location": {"description": "The docs URL", "schema": {"type": "string"}}})})
 def schema_redirect() -> Response:
+    """Redirect to the API documentation"""
     return redirect(url_for("docs.swagger_ui"), code=302)

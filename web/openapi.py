@@ -238,39 +238,6 @@ def _live_schemas() -> dict[str, Schema]:
     }
 
 
-def _retranslate_schemas() -> dict[str, Schema]:
-    return {
-        "RetranslateResult": obj(
-            {
-                "segment_id": string(),
-                "text": string("New transcription of the segment"),
-                "confidence": number(minimum=0, maximum=1),
-                "speaker": nullable(string("Speaker of the overlapping original segment, when known")),
-                "model_used": string(),
-            }
-        ),
-        "RetranslateAccepted": obj(
-            {
-                "job_id": string("Job id to poll at /api/transcribe/status/{job_id}"),
-                "status": ref("SpecJobState"),
-                "state": ref("JobState"),
-                "message": string(),
-            },
-            description="The worker did not answer in time; the job continues in the background",
-        ),
-        "RetranslateFromFullRequest": obj(
-            {
-                "segment_id": string(),
-                "start_time": number("Start of the range in seconds"),
-                "end_time": number("End of the range in seconds"),
-                "model_name": string("Whisper model to use; defaults to the job's model"),
-                "language": string("ISO 639-1 language code"),
-            },
-            required=["segment_id", "start_time", "end_time"],
-        ),
-    }
-
-
 def session_id_schema() -> Schema:
     return integer("Session id", minimum=0)
 
@@ -846,7 +813,6 @@ def components() -> dict[str, Any]:
     schemas: dict[str, Schema] = {"Error": _error_schema()}
     schemas.update(_transcribe_schemas())
     schemas.update(_live_schemas())
-    schemas.update(_retranslate_schemas())
     schemas.update(_sessions_schemas())
     schemas.update(_llm_schemas())
     schemas.update(_chats_schemas())
@@ -1014,62 +980,6 @@ def _transcribe_paths() -> dict[str, Any]:
                 "Diagnostic information about a job",
                 {"200": response("Diagnostics", ref("DebugInfo")), "404": error("Unknown job")},
                 parameters=[job],
-            )
-        },
-    }
-
-
-def _retranslate_paths() -> dict[str, Any]:
-    accepted = response(
-        "The worker did not answer in time; poll /api/transcribe/status/{job_id}",
-        ref("RetranslateAccepted"),
-    )
-    return {
-        "/api/retranslate/segment": {
-            "post": operation(
-                "retranslate",
-                "retranslate_segment",
-                "Re-transcribe an uploaded audio snippet",
-                {
-                    "200": response("New transcription of the segment", ref("RetranslateResult")),
-                    "202": accepted,
-                    "400": error("Invalid upload or parameters"),
-                    "413": error("Upload exceeds the size limit"),
-                    "507": error("Not enough disk space to store the upload; nothing was kept"),
-                    "503": error("Job queue unavailable"),
-                },
-                request_body=multipart_body(
-                    {
-                        "file": audio_file(),
-                        "segment_id": string("Id of the segment being redone"),
-                        "start_time": number("Segment start in seconds"),
-                        "end_time": number("Segment end in seconds"),
-                        "model_name": string("Whisper model name"),
-                        "language": string("ISO 639-1 language code"),
-                    },
-                    ["file", "segment_id"],
-                ),
-            )
-        },
-        "/api/retranslate/segment-from-full": {
-            "post": operation(
-                "retranslate",
-                "retranslate_segment_from_full",
-                "Re-transcribe a time range of a job's stored audio",
-                {
-                    "200": response(
-                        "New transcription; speaker is that of the overlapping original segment when known",
-                        ref("RetranslateResult"),
-                    ),
-                    "202": accepted,
-                    "400": error("Invalid time range or JSON body"),
-                    "404": error("Unknown job, or its audio is gone"),
-                },
-                parameters=[query_param("job_id", string(), required=True, description=JOB_ID_PARAM)],
-                request_body={
-                    "required": True,
-                    "content": {"application/json": {"schema": ref("RetranslateFromFullRequest")}},
-                },
             )
         },
     }
@@ -1820,40 +1730,6 @@ def _summary_paths() -> dict[str, Any]:
     }
 
 
-def _docs_paths() -> dict[str, Any]:
-    return {
-        "/api/openapi.json": {
-            "get": operation(
-                "docs",
-                "openapi_document",
-                "This OpenAPI document",
-                {"200": response("OpenAPI 3.0.3 document", {"type": "object", "additionalProperties": True})},
-            )
-        },
-        "/api/docs": {
-            "get": operation(
-                "docs",
-                "api_docs",
-                "Interactive API documentation (Swagger UI)",
-                {"200": response("HTML page", string(), media_type="text/html")},
-            )
-        },
-        "/api/schema": {
-            "get": operation(
-                "docs",
-                "api_schema_redirect",
-                "Redirect to the API documentation",
-                {
-                    "302": response(
-                        "Redirect to /api/docs",
-                        headers={"Location": {"description": "The docs URL", "schema": string()}},
-                    )
-                },
-            )
-        },
-    }
-
-
 TAGS = [
     {"name": "meta", "description": "Service health and information"},
     {"name": "transcribe", "description": "Upload audio, follow transcription jobs and fetch transcripts"},
@@ -1893,19 +1769,14 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_transcribe_paths(), _retranslate_paths(), _sessions_paths(), _llm_paths(),
-                 _chats_paths(), _summary_paths(), _docs_paths()):
+    for part in (_transcribe_paths(), _sessions_paths(), _llm_paths(),
+                 _chats_paths(), _summary_paths()):
         paths.update(part)
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
-    from web.openapi_access import access_paths
-
-    paths.update(access_paths())
-    from web.openapi_admin import admin_paths
     from web.openapi_monitoring import monitoring_paths
 
-    paths.update(admin_paths())
     paths.update(monitoring_paths())
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
@@ -1926,17 +1797,12 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     document["security"] = [{"bearerToken": []}, {}]
     document["components"] = components()
     # The areas whose shapes are declared (web.declared) add their generated part.
+    from web import api_blueprints
+    from web.auth import auth_bp
     from web.declared import declared_paths
-    from web.meta import meta_bp
-    from web.model_pulls import model_pulls_bp
-    from web.search import search_bp
-    from web.system import system_bp
-    from web.templates import templates_bp
-    from web.transcribe import transcribe_bp
-    from web.usage import usage_bp
 
-    declared, schemas = declared_paths([meta_bp, model_pulls_bp, search_bp, system_bp, templates_bp, transcribe_bp,
-                                        usage_bp])
-    document["paths"].update(declared)
+    declared, schemas = declared_paths([*api_blueprints(), auth_bp])
+    for path, item in declared.items():  # an area part-way declared keeps its hand-written methods
+        document["paths"].setdefault(path, {}).update(item)
     document["components"]["schemas"].update(schemas)
     return document

@@ -18,7 +18,7 @@ from services.media import MediaError, probe
 from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, start_transcription, today_noon_utc
 from web import forms, sse
 from web.context import hub, settings
-from web.declared import Field, QueryModel, SpecWireModel, endpoint, query_integer
+from web.declared import Field, QueryModel, SpecWireModel, StoredModel, endpoint, query_integer
 from web.errors import ApiError, bad_request, error_body, not_found
 from web.streams import job_events
 from web.uploads import claim
@@ -46,6 +46,23 @@ def receive_audio(field: str) -> StoredAudio:
 
 
 JobState = Literal["queued", "processing", "completed", "failed", "canceled"]
+SpecJobState = Literal["processing", "completed", "failed"]
+STATE = "Parley's state of a job"
+SPEC_STATE = ("The job's state as the transcription service speaks it: processing (queued or running), completed, or "
+              "failed (failed or canceled); `state` carries Parley's own")
+
+
+class Word(StoredModel):
+    """A word with its time, as recognised."""
+
+    start: float = Field(description="Start time in seconds")
+    end: float = Field(description="End time in seconds")
+    word: str
+    probability: float = Field(description="Recognition probability")
+    speaker: str | None = Field(None, description="Speaker active at this word (the dominant one in overlapped "
+                                "speech); present when speakers are labelled")
+    overlap: list[str] = Field(default_factory=list, description="Other speakers heard during this word; present "
+                               "only where speech overlaps")
 
 
 class ModelInfo(SpecWireModel):
@@ -70,10 +87,8 @@ class JobsQuery(QueryModel):
 
 class JobSummary(SpecWireModel):
     job_id: str = Field(description="Job id")
-    status: Literal["processing", "completed", "failed"] = Field(
-        description="The job's state as the transcription service speaks it: processing (queued or running), "
-        "completed, or failed (failed or canceled); `state` carries Parley's own")
-    state: JobState = Field(description="Parley's state of a job")
+    status: SpecJobState = Field(description=SPEC_STATE)
+    state: JobState = Field(description=STATE)
     progress: float = Field(ge=0, le=100, description="Percent complete")
     updated_at: float = Field(description="Last update time (Unix epoch seconds)")
     message: str
