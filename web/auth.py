@@ -195,8 +195,8 @@ def install_access_control(app: Flask) -> None:
         if limit is None:
             continue
         shared = limiter.shared_limit(limit, scope=group, exempt_when=_single_user)
-        for endpoint in endpoints:  # flask-limiter checks decorated limits inside the wrapped view
-            app.view_functions[endpoint] = shared(app.view_functions[endpoint])
+        for name in endpoints:  # flask-limiter checks decorated limits inside the wrapped view
+            app.view_functions[name] = shared(app.view_functions[name])
     app.extensions["parley_limiter"] = limiter
 
 

@@ -12,6 +12,7 @@ to declarations one at a time; and it speaks pydantic, which the settings alread
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import re
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ from web.errors import bad_request
 from web.openapi_schema import error, operation, response
 
 __all__ = ["Confirmation", "Documented", "Field", "FormModel", "QueryModel", "SparseWireModel", "SpecWireModel",
-           "StoredModel", "WireModel", "declared_paths", "endpoint", "lenient_integer", "lenient_number",
-           "query_integer"]
+           "StoredModel", "WireModel", "declared_paths", "endpoint", "LenientBoolean", "lenient_integer",
+           "lenient_number", "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -116,6 +117,7 @@ def query_integer(*, minimum: int | None = 0, maximum: int | None = LARGEST_QUER
 def lenient_integer(*, minimum: int | None = None, maximum: int | None = INT64_MAX) -> Any:
     """The type of an integer field that also takes its digits as a string (a form's text, or JSON as both APIs
     always took it); an empty string is absent (the field's default). Documented as an integer."""
+    lowest, highest = -INT64_MAX if minimum is None else minimum, INT64_MAX if maximum is None else maximum
 
     def read(value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -124,9 +126,11 @@ def lenient_integer(*, minimum: int | None = None, maximum: int | None = INT64_M
             raise ValueError(f"must be an integer, got {value!r}")
         if isinstance(value, str):
             try:
-                return int(value.strip())
+                value = int(value.strip())
             except ValueError:
                 raise ValueError(f"must be an integer, got {value!r}") from None
+        if isinstance(value, int) and not lowest <= value <= highest:
+            raise ValueError(f"must be between {lowest} and {highest}, got {value}")
         return value
 
     bounds = ([] if minimum is None else [Ge(minimum)]) + ([] if maximum is None else [Le(maximum)])
@@ -150,6 +154,24 @@ def lenient_number(*, minimum: float | None = None) -> Any:
         return number
 
     return Annotated[(float, *([] if minimum is None else [Ge(minimum)]), BeforeValidator(read))]
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _read_boolean(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            raise PydanticUseDefault()
+        if text not in _TRUE | _FALSE:
+            raise ValueError(f"must be true or false, got {value!r}")
+        return text in _TRUE
+    return value
+
+
+#: A boolean field that also takes true/false, yes/no, on/off or 1/0 as text; an empty string is absent.
+LenientBoolean = Annotated[bool, BeforeValidator(_read_boolean)]
 
 
 class Confirmation(WireModel):
@@ -196,6 +218,7 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
              query: type[QueryModel] | None = None, form: type[FormModel] | None = None,
              files: dict[str, str] | None = None, file_types: str = "audio/*, video/*, application/octet-stream",
              form_media_type: str = "multipart/form-data", path_parameters: dict[str, str] | None = None,
+             header_parameters: list[dict[str, Any]] | None = None, shared_description: str | None = None,
              operation_id: str | None = None) -> Callable:
     """Declare an endpoint: its tag, request body and query models, and responses by status code.
 
@@ -210,12 +233,16 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
     uploaded files it carries are named in `files` ({field: description}, all required, of `file_types`)
     and read by the handler, which streams them to disk. An endpoint with a form or a `Documented` response
     runs its handler outside spectree, whose response handling would read a streamed body whole.
+    `header_parameters` documents request headers the handler reads itself (OpenAPI parameter objects);
+    `shared_description` is appended to the docstring's description (text several endpoints share).
     """
     models = {f"HTTP_{code}": None if isinstance(body, Documented) else (ErrorBody, body) if isinstance(body, str)
               else body for code, body in responses.items()}
     documented = {str(code): body for code, body in responses.items() if isinstance(body, Documented)}
 
     def declare(view: Callable) -> Callable:
+        if shared_description:
+            view.__doc__ = f"{inspect.cleandoc(view.__doc__ or '')}\n\n{shared_description}"
         for model in (query, form):
             if model is not None:
                 _parameter_models.add(model.__name__)
@@ -226,6 +253,7 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
         wrapper.error_descriptions = {str(code): body for code, body in responses.items() if isinstance(body, str)}
         wrapper.documented_responses = documented
         wrapper.form_files = (files or {}, file_types, form_media_type)
+        wrapper.header_parameters = header_parameters or []
         if json is None or wrapper is not validated:
             return wrapper
 
@@ -284,6 +312,9 @@ def declared_paths(blueprints: list[Blueprint]) -> tuple[dict[str, Any], dict[st
     app.url_map.strict_slashes = False
     for blueprint in blueprints:
         app.register_blueprint(blueprint)
+    for rule in list(app.url_map.iter_rules()):
+        if getattr(rule, "websocket", False):  # spectree leaves WebSocket routes out; documented as their upgrade GET
+            app.add_url_rule(rule.rule, f"{rule.endpoint}.upgrade", app.view_functions[rule.endpoint], methods=["GET"])
     with app.app_context():
         spec = api.spec
     every_schema = {name: _openapi_30(schema) for name, schema in spec["components"]["schemas"].items()}
@@ -327,33 +358,35 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str, schemas
             content = answer.get("content", {}).get("application/json", {})
             responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
     parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": _openapi_30(_absent_not_null(p["schema"]))}
-                  for p in op.get("parameters") or []]
+                  for p in op.get("parameters") or []] + getattr(view, "header_parameters", [])
     body = op.get("requestBody")
     if body and "multipart/form-data" in body["content"]:
         body = _form_body(body["content"]["multipart/form-data"]["schema"], view, schemas)
-    built = operation(op["tags"][0], op["operationId"], op["summary"], responses,
-                      description=op.get("description") or None, parameters=parameters or None,
+    built = operation(op["tags"][0], op["operationId"], op["summary"], responses, description=_description(view),
+                      parameters=parameters or None,
                       request_body=body)
     if "requestBody" in built:
         built["requestBody"]["required"] = True
     return built
 
 
-def _with_models(content: dict[str, Any] | None, schemas: dict[str, Any]) -> dict[str, Any] | None:
-    """A Documented response's media types, where a `schema` may be a model: it becomes a reference, and the
+def _with_models(node: Any, schemas: dict[str, Any]) -> Any:
+    """A Documented response's content, where any schema may be a model class: it becomes a reference, and the
     model's schema (with those it uses) joins the components."""
-    if content is None:
-        return None
-    out = {}
-    for media_type, entry in content.items():
-        model = entry.get("schema")
-        if isinstance(model, type) and issubclass(model, BaseModel):
-            generated = model.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
-            for name, schema in {**generated.pop("$defs", {}), model.__name__: generated}.items():
-                schemas.setdefault(name, _openapi_30(schema))
-            entry = {**entry, "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
-        out[media_type] = entry
-    return out
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        generated = node.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
+        for name, schema in {**generated.pop("$defs", {}), node.__name__: generated}.items():
+            schemas.setdefault(name, _openapi_30(schema))
+        return {"$ref": f"#/components/schemas/{node.__name__}"}
+    if isinstance(node, dict):
+        return {key: _with_models(value, schemas) for key, value in node.items()}
+    return node
+
+
+def _description(view: Callable) -> str | None:
+    # The docstring after its summary, with its line breaks: spectree joins the lines, which undoes a list.
+    parts = re.split(r"\n\s*\n", inspect.cleandoc(view.__doc__ or ""), maxsplit=1)
+    return parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
 
 
 def _form_body(reference: dict[str, Any], view: Callable, schemas: dict[str, Any]) -> dict[str, Any]:

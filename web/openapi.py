@@ -6,17 +6,15 @@ import importlib.metadata
 from typing import Any
 
 from services.llm_config import LOCAL_BASE_URL, REMOTE_URL_PATTERN
-from web.openapi_schema import (JOB_ID_PARAM, Schema, array, audio_file, boolean, epoch_seconds, error, header,
-                                id_param, integer, json_body, multipart_body, nullable, number, obj, operation,
-                                path_param, query_param, ref, response, sse_events, string)
+from web.openapi_schema import (Schema, array, boolean, error, header, id_param, integer, json_body, multipart_body,
+                                nullable, number, obj, operation, path_param, query_param, ref, response, sse_events,
+                                string)
 
 OPENAPI_VERSION = "3.0.3"
 JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]
 MAX_18_DIGITS = 10 ** 18 - 1  # the largest integer a query parameter of at most 18 digits can hold
 # The transcription service's own three states (web.transcribe.SPEC_STATUS maps Parley's onto them).
 SPEC_JOB_STATES = ["processing", "completed", "failed"]
-RESULT_FORMATS = ["json", "srt", "vtt", "txt"]
-DISPLAY_TIME = r"^\d{2,}:\d{2}:\d{2}\.\d{3}$"
 SESSION_STATES = ["pending", "queued", "transcribing", "completed", "failed"]
 # GET /api/sessions/{session_id}/transcript?format=...: the media type of each export (web/sessions.py).
 EXPORT_MEDIA_TYPES = {
@@ -34,18 +32,6 @@ SESSION_AUDIO_TYPES = [
 ]
 ISO_DATE = r"^\d{4}-\d{2}-\d{2}$"
 NONBLANK = r"\S"  # at least one non-whitespace character; the server trims the value
-LIVE_MESSAGE_SCHEMAS = {
-    "status": "LiveStatusMessage",
-    "segment": "LiveSegmentMessage",
-    "speakers": "LiveSpeakersMessage",
-    "heartbeat": "LiveHeartbeatMessage",
-}
-
-
-
-# --------------------------------------------------------------------------
-# small schema helpers
-# --------------------------------------------------------------------------
 
 
 def _api_version() -> str:
@@ -75,166 +61,12 @@ def _error_schema() -> Schema:
     )
 
 
-def chunk_info() -> Schema:
-    # Inlined (not $ref'd) where nullable: OpenAPI 3.0 ignores siblings of $ref.
-    return obj(
-        {
-            "current_chunk": integer("Chunk being processed"),
-            "total_chunks": integer("Number of chunks in the recording"),
-            "chunk_progress": number("Progress within the current chunk"),
-        },
-        description="Progress of chunked processing",
-    )
-
-
 def _transcribe_schemas() -> dict[str, Schema]:
     return {
         "JobState": string("Parley's state of a job: queued, processing, completed, failed or canceled", enum=JOB_STATES),
         "SpecJobState": string("The job's state as the transcription service speaks it: processing (queued or "
                                "running), completed, or failed (failed or canceled); `state` carries Parley's own",
                                enum=SPEC_JOB_STATES),
-        "JobAccepted": obj(
-            {
-                "job_id": job_id_schema(),
-                "status": string("Always processing: the job is queued", enum=["processing"]),
-                "state": string("Parley's state", enum=["queued"]),
-                "message": string("With the position in the queue", example="Transcription queued (position 1)"),
-            },
-            description="A transcription job was queued",
-        ),
-        "ChunkInfo": chunk_info(),
-        "JobStatus": obj(
-            {
-                "job_id": string("Job id"),
-                "status": ref("SpecJobState"),
-                "state": ref("JobState"),
-                "message": string("Progress; while queued, the position in the queue"),
-                "progress": number("Percent complete", minimum=0, maximum=100),
-                "updated_at": epoch_seconds("Last update time"),
-                "chunk_info": nullable(chunk_info()),
-                "error": nullable(string("Failure reason when status is failed")),
-            }
-        ),
-        "JobNotFound": obj(
-            {
-                "job_id": string("The requested job id"),
-                "status": string(enum=["not_found"]),
-                "message": string(example="Transcription job not found or expired"),
-                "progress": number("Always 0", example=0),
-                "updated_at": epoch_seconds("Time of the lookup"),
-                "detail": string(),
-            },
-            description="Status body for an unknown or expired job",
-        ),
-        "Word": obj(
-            {
-                "start": number("Start time in seconds"),
-                "end": number("End time in seconds"),
-                "word": string(),
-                "probability": number("Recognition probability"),
-                "speaker": nullable(string("Speaker active at this word (the dominant one in overlapped speech); "
-                                           "present when speakers are labelled")),
-                "overlap": array(string(), "Other speakers heard during this word; present only where speech "
-                                           "overlaps"),
-            },
-            required=["start", "end", "word", "probability"],
-        ),
-        "Segment": obj(
-            {
-                "id": integer("Segment index"),
-                "start": number("Start time in seconds"),
-                "end": number("End time in seconds"),
-                "text": string(),
-                "speaker": nullable(string("Speaker label, e.g. SPEAKER_00")),
-                "speaker_confidence": nullable(number("Confidence of the speaker label", minimum=0, maximum=1)),
-                "start_display": string("Start time as HH:MM:SS.mmm", pattern=DISPLAY_TIME, example="00:01:02.345"),
-                "end_display": string("End time as HH:MM:SS.mmm", pattern=DISPLAY_TIME, example="00:01:04.000"),
-                "words": array(ref("Word"), "Word-level timestamps"),
-                "overlap_speakers": array(string(), "Other speakers heard during this segment (overlapped "
-                                                    "speech); `speaker` is the dominant one. Empty when none"),
-            },
-            required=["id", "start", "end", "text", "speaker", "speaker_confidence", "start_display",
-                      "end_display", "words"],
-        ),
-        "Transcript": obj(
-            {
-                "job_id": string("Job id"),
-                "status": ref("JobState"),
-                "segments": array(ref("Segment")),
-                "text": string("Full transcript text"),
-                "language": nullable(string("Detected or requested language (ISO 639-1)")),
-                "audio_duration": nullable(number("Audio duration in seconds")),
-                "model_used": string("Model that produced the transcript"),
-            }
-        ),
-        "DebugInfo": obj(
-            {
-                "cached_segments": nullable(integer("Segments held in the live cache")),
-                "latest_time": nullable(number("End time (s) of the latest segment")),
-                "chunks_done": nullable(integer()),
-                "total_chunks": nullable(integer()),
-                "event_seq": nullable(integer("Sequence number of the latest live event")),
-                "attempts": nullable(integer("Processing attempts")),
-                "audio_sha256": nullable(string()),
-                "audio_path_exists": nullable(boolean()),
-            },
-            required=None,
-            description="Free-form diagnostics for a job; fields may be added or missing",
-        ),
-    }
-
-
-def _live_schemas() -> dict[str, Schema]:
-    def message(type_: str, properties: dict[str, Schema]) -> Schema:
-        return obj({"type": string(enum=[type_]), **properties})
-
-    seq = integer("Event sequence number (also the SSE event id)", minimum=0)
-    return {
-        "LiveStatusMessage": message(
-            "status",
-            {
-                "seq": seq,
-                "status": ref("SpecJobState"),
-                "state": ref("JobState"),
-                "message": string(),
-                "progress": number("Percent complete", minimum=0, maximum=100),
-                "chunk_info": nullable(chunk_info()),
-            },
-        ),
-        "LiveSegmentMessage": {
-            "allOf": [
-                message("segment", {"seq": seq}),
-                ref("Segment"),
-            ],
-            "description": "A newly transcribed segment (all Segment fields plus type and seq)",
-        },
-        "LiveSpeakersMessage": message(
-            "speakers",
-            {
-                "seq": seq,
-                "segments": array(
-                    obj(
-                        {
-                            "id": integer("Segment id"),
-                            "speaker": nullable(string()),
-                            "speaker_confidence": nullable(number(minimum=0, maximum=1)),
-                        }
-                    ),
-                    "Updated speaker labels for earlier segments",
-                ),
-            },
-        ),
-        "LiveHeartbeatMessage": message("heartbeat", {}),
-        "LiveMessage": {
-            "oneOf": [ref(name) for name in LIVE_MESSAGE_SCHEMAS.values()],
-            "discriminator": {
-                "propertyName": "type",
-                "mapping": {
-                    type_: f"#/components/schemas/{name}"
-                    for type_, name in LIVE_MESSAGE_SCHEMAS.items()
-                },
-            },
-        },
     }
 
 
@@ -812,7 +644,6 @@ def _summary_schemas() -> dict[str, Schema]:
 def components() -> dict[str, Any]:
     schemas: dict[str, Schema] = {"Error": _error_schema()}
     schemas.update(_transcribe_schemas())
-    schemas.update(_live_schemas())
     schemas.update(_sessions_schemas())
     schemas.update(_llm_schemas())
     schemas.update(_chats_schemas())
@@ -846,143 +677,6 @@ def components() -> dict[str, Any]:
 # --------------------------------------------------------------------------
 # paths
 # --------------------------------------------------------------------------
-
-
-LIVE_DESCRIPTION = """\
-Messages are JSON objects (schema `LiveMessage` in components):
-
-* `{"type": "status", "seq", "status", "message", "progress", "chunk_info"}`: job status changed
-  (`LiveStatusMessage`);
-* `{"type": "segment", "seq", ...Segment}`: a newly transcribed segment (`LiveSegmentMessage`);
-* `{"type": "speakers", "seq", "segments": [{"id", "speaker", "speaker_confidence"}]}`: speaker
-  labels of earlier segments were updated (`LiveSpeakersMessage`);
-* `{"type": "heartbeat"}`: keep-alive (`LiveHeartbeatMessage`).
-
-`seq` increases by one per event of a job, so a client can resume without gaps."""
-
-
-def _transcribe_paths() -> dict[str, Any]:
-    job = path_param("job_id", JOB_ID_PARAM)
-    return {
-        "/api/transcribe/": {
-            "post": operation(
-                "transcribe",
-                "create_transcription",
-                "Upload audio and queue a transcription job",
-                {
-                    "200": response("Job queued", ref("JobAccepted")),
-                    "400": error("Not an audio file, empty file, unknown model or language"),
-                    "413": error("Upload exceeds the size limit"),
-                    "507": error("Not enough disk space to store the upload; nothing was kept"),
-                    "503": error("Job queue unavailable"),
-                },
-                request_body=multipart_body(
-                    {
-                        "file": audio_file(),
-                        "model_name": string("Whisper model name", default="tiny.en"),
-                        "language": string("ISO 639-1 language code; detected when omitted"),
-                        "diarize": boolean("Label speakers", default=True),
-                        "num_speakers": integer("Expected number of speakers", minimum=1, maximum=10),
-                    },
-                    ["file"],
-                ),
-            )
-        },
-        "/api/transcribe/status/{job_id}": {
-            "get": operation(
-                "transcribe",
-                "job_status",
-                "Status of a transcription job",
-                {
-                    "200": response("Job status", ref("JobStatus")),
-                    "404": response("Job not found or expired", ref("JobNotFound")),
-                },
-                parameters=[job],
-            )
-        },
-        "/api/transcribe/result/{job_id}": {
-            "get": operation(
-                "transcribe",
-                "job_result",
-                "Transcript of a completed job",
-                {
-                    "200": response(
-                        "Transcript: JSON for format=json, SubRip (text/plain) for srt, WebVTT for vtt, "
-                        "plain text for txt",
-                        content={
-                            "application/json": {"schema": ref("Transcript")},
-                            "text/plain": {
-                                "schema": string("SubRip subtitles (format=srt) or plain text (format=txt)")
-                            },
-                            "text/vtt": {"schema": string("WebVTT subtitles (format=vtt)")},
-                        },
-                    ),
-                    "400": error("Unknown format"),
-                    "404": error("Unknown job"),
-                    "409": error("Job has not completed yet"),
-                },
-                parameters=[
-                    job,
-                    query_param("format", string(enum=RESULT_FORMATS, default="json"), description="Output format"),
-                ],
-            )
-        },
-        "/api/transcribe/live/{job_id}": {
-            "get": operation(
-                "transcribe",
-                "job_live_websocket",
-                "WebSocket stream of live job events",
-                {
-                    "101": {
-                        "description": "Switching Protocols: the connection is upgraded to a WebSocket",
-                    },
-                    "404": error("Unknown job"),
-                },
-                description="WebSocket endpoint (connect with `ws://` / `wss://`). " + LIVE_DESCRIPTION,
-                parameters=[job, query_param("last_event_id", integer(minimum=0),
-                                             description="Resume after this event sequence number (reconnects)")],
-            )
-        },
-        "/api/transcribe/events/{job_id}": {
-            "get": operation(
-                "transcribe",
-                "job_events_sse",
-                "Server-Sent Events stream of live job events",
-                {
-                    "200": response(
-                        "Event stream; each event carries `id: <seq>`, `event: <type>` and a JSON `data:` line",
-                        sse_events(ref("LiveMessage"), "`id: <seq>`, `event: <type>` and a LiveMessage; "
-                                   "`: heartbeat` comments between them"),
-                        media_type="text/event-stream",
-                    ),
-                    "404": error("Unknown job"),
-                },
-                description="The SSE twin of the WebSocket endpoint `/api/transcribe/live/{job_id}`. "
-                + LIVE_DESCRIPTION,
-                parameters=[
-                    job,
-                    {
-                        "name": "Last-Event-ID",
-                        "in": "header",
-                        "required": False,
-                        "description": "Resume after this event sequence number",
-                        "schema": integer(minimum=0),
-                    },
-                    query_param("last_event_id", integer(minimum=0),
-                                description="The same as the Last-Event-ID header, for clients that cannot set it"),
-                ],
-            )
-        },
-        "/api/transcribe/debug/{job_id}": {
-            "get": operation(
-                "transcribe",
-                "job_debug",
-                "Diagnostic information about a job",
-                {"200": response("Diagnostics", ref("DebugInfo")), "404": error("Unknown job")},
-                parameters=[job],
-            )
-        },
-    }
 
 
 SESSION_ID_PARAM = "Session id"
@@ -1769,7 +1463,7 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_transcribe_paths(), _sessions_paths(), _llm_paths(),
+    for part in (_sessions_paths(), _llm_paths(),
                  _chats_paths(), _summary_paths()):
         paths.update(part)
     from web.openapi_analysis import analysis_paths

@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, jsonify, request
+from pydantic import BeforeValidator, Field as PydanticField, RootModel
 from simple_websocket import ConnectionClosed
 
-from models import Job, Segment
-from models.statuses import JobStatus
+from models import Job, Segment as SegmentRow
+from models.statuses import JobStatus as Status
 from parley import formats
 from parley.timestamps import seconds
 from services import events, modelstore
@@ -18,15 +19,15 @@ from services.media import MediaError, probe
 from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, start_transcription, today_noon_utc
 from web import forms, sse
 from web.context import hub, settings
-from web.declared import Field, QueryModel, SpecWireModel, StoredModel, endpoint, query_integer
+from web.declared import (Documented, Field, FormModel, LenientBoolean, QueryModel, SpecWireModel, StoredModel,
+                          endpoint, lenient_integer, query_integer)
 from web.errors import ApiError, bad_request, error_body, not_found
+from web.openapi_schema import sse_events
 from web.streams import job_events
 from web.uploads import claim
 from web.websockets import sock
 
 transcribe_bp = Blueprint("transcribe", __name__, url_prefix="/api/transcribe")
-
-RESULT_FORMATS = {"json", "srt", "vtt", "txt"}
 
 
 def receive_audio(field: str) -> StoredAudio:
@@ -47,6 +48,8 @@ def receive_audio(field: str) -> StoredAudio:
 
 JobState = Literal["queued", "processing", "completed", "failed", "canceled"]
 SpecJobState = Literal["processing", "completed", "failed"]
+DISPLAY_TIME = r"^\d{2,}:\d{2}:\d{2}\.\d{3}$"
+SEQ = "Event sequence number (also the SSE event id)"
 STATE = "Parley's state of a job"
 SPEC_STATE = ("The job's state as the transcription service speaks it: processing (queued or running), completed, or "
               "failed (failed or canceled); `state` carries Parley's own")
@@ -63,6 +66,180 @@ class Word(StoredModel):
                                 "speech); present when speakers are labelled")
     overlap: list[str] = Field(default_factory=list, description="Other speakers heard during this word; present "
                                "only where speech overlaps")
+
+
+class ChunkInfo(SpecWireModel):
+    """Progress of chunked processing."""
+
+    current_chunk: int = Field(description="Chunk being processed")
+    total_chunks: int = Field(description="Number of chunks in the recording")
+    chunk_progress: float = Field(description="Progress within the current chunk")
+
+
+class Segment(StoredModel):
+    """A transcribed segment with its speaker."""
+
+    id: int = Field(description="Segment index")
+    start: float = Field(description="Start time in seconds")
+    end: float = Field(description="End time in seconds")
+    text: str
+    speaker: str | None = Field(description="Speaker label, e.g. SPEAKER_00")
+    speaker_confidence: float | None = Field(ge=0, le=1, description="Confidence of the speaker label")
+    start_display: str = Field(pattern=DISPLAY_TIME, description="Start time as HH:MM:SS.mmm",
+                               json_schema_extra={"example": "00:01:02.345"})
+    end_display: str = Field(pattern=DISPLAY_TIME, description="End time as HH:MM:SS.mmm",
+                             json_schema_extra={"example": "00:01:04.000"})
+    words: list[Word] = Field(description="Word-level timestamps")
+    overlap_speakers: list[str] = Field(default_factory=list, description="Other speakers heard during this segment "
+                                        "(overlapped speech); `speaker` is the dominant one. Empty when none")
+
+
+class Transcript(StoredModel):
+    """A completed job's transcript."""
+
+    job_id: str = Field(description="Job id")
+    status: JobState = Field(description=STATE)
+    segments: list[Segment]
+    text: str = Field(description="Full transcript text")
+    language: str | None = Field(description="Detected or requested language (ISO 639-1)")
+    audio_duration: float | None = Field(description="Audio duration in seconds")
+    model_used: str = Field(description="Model that produced the transcript")
+
+
+class TranscriptionForm(FormModel):
+    """The options of a transcription, beside its audio in `file`."""
+
+    model_name: str | None = Field(None, description="Whisper model name (default: PARLEY_DEFAULT_MODEL, tiny.en)")
+    language: str | None = Field(None, description="ISO 639-1 language code; detected when omitted")
+    diarize: LenientBoolean = Field(True, description="Label speakers")
+    num_speakers: lenient_integer(minimum=1, maximum=10) | None = Field(None, description="Expected number of "
+                                                                        "speakers")
+
+
+class JobAccepted(SpecWireModel):
+    """A transcription job was queued."""
+
+    job_id: str = Field(description="Job id (a UUID)", json_schema_extra={"format": "uuid"})
+    status: Literal["processing"] = Field(description="Always processing: the job is queued")
+    state: Literal["queued"] = Field(description="Parley's state")
+    message: str = Field(description="With the position in the queue",
+                         json_schema_extra={"example": "Transcription queued (position 1)"})
+
+
+class JobStatus(SpecWireModel):
+    """A job's progress."""
+
+    job_id: str = Field(description="Job id")
+    status: SpecJobState = Field(description=SPEC_STATE)
+    state: JobState = Field(description=STATE)
+    message: str = Field(description="Progress; while queued, the position in the queue")
+    progress: float = Field(ge=0, le=100, description="Percent complete")
+    updated_at: float = Field(description="Last update time (Unix epoch seconds)")
+    chunk_info: ChunkInfo | None
+    error: str | None = Field(description="Failure reason when status is failed")
+
+
+class JobNotFound(SpecWireModel):
+    """Status body for an unknown or expired job."""
+
+    job_id: str = Field(description="The requested job id")
+    status: Literal["not_found"]
+    message: str = Field(json_schema_extra={"example": "Transcription job not found or expired"})
+    progress: float = Field(description="Always 0", json_schema_extra={"example": 0})
+    updated_at: float = Field(description="Time of the lookup (Unix epoch seconds)")
+    detail: str
+    error: str = Field(description="Error class name", json_schema_extra={"example": "NotFoundError"})
+
+
+class DebugInfo(SpecWireModel):
+    """Diagnostics for a job; fields may be added."""
+
+    job_id: str
+    kind: str
+    status: JobState
+    message: str
+    progress: float
+    cached_segments: int = Field(description="Segments stored so far")
+    latest_time: float | None = Field(description="End time (s) of the latest segment")
+    chunks_done: int | None
+    total_chunks: int | None
+    chunk_plan: list[Any] | None = Field(description="The chunks' time ranges, once planned")
+    event_seq: int | None = Field(description="Sequence number of the latest live event")
+    attempts: int | None = Field(description="Processing attempts")
+    worker: str | None = Field(description="host:pid that last ran it")
+    error: str | None
+    model_name: str | None
+    language: str | None
+    detected_language: str | None
+    diarize: bool | None
+    num_speakers: int | None
+    audio_duration: float | None
+    audio_sha256: str | None
+    audio_path_exists: bool
+    created_at: float | None = Field(description="Unix epoch seconds")
+    started_at: float | None = Field(description="Unix epoch seconds")
+    finished_at: float | None = Field(description="Unix epoch seconds")
+    session_id: int | None
+    live_clients: int = Field(description="Live stream clients of this web process")
+
+
+class LiveStatusMessage(SpecWireModel):
+    """The job's status changed."""
+
+    type: Literal["status"]
+    seq: int = Field(ge=0, description=SEQ)
+    status: SpecJobState = Field(description=SPEC_STATE)
+    state: JobState = Field(description=STATE)
+    message: str
+    progress: float = Field(ge=0, le=100, description="Percent complete")
+    chunk_info: ChunkInfo | None
+
+
+class LiveSegmentMessage(Segment):
+    """A newly transcribed segment (all Segment fields plus type and seq)."""
+
+    type: Literal["segment"]
+    seq: int = Field(ge=0, description=SEQ)
+
+
+class SpeakerLabel(SpecWireModel):
+    id: int = Field(description="Segment id")
+    speaker: str | None
+    speaker_confidence: float | None = Field(ge=0, le=1)
+
+
+class LiveSpeakersMessage(SpecWireModel):
+    """Speaker labels of earlier segments were updated."""
+
+    type: Literal["speakers"]
+    seq: int = Field(ge=0, description=SEQ)
+    segments: list[SpeakerLabel] = Field(description="Updated speaker labels for earlier segments")
+
+
+class LiveHeartbeatMessage(SpecWireModel):
+    """Keep-alive."""
+
+    type: Literal["heartbeat"]
+
+
+class LiveMessage(RootModel):
+    """A message of a job's live stream (WebSocket or Server-Sent Events), told apart by `type`."""
+
+    root: Annotated[LiveStatusMessage | LiveSegmentMessage | LiveSpeakersMessage | LiveHeartbeatMessage,
+                    PydanticField(discriminator="type")]
+
+
+class LiveQuery(QueryModel):
+    last_event_id: query_integer(blank_is_default=True) | None = Field(
+        None, description="Resume after this event sequence number (reconnects; the same as the Last-Event-ID "
+        "header, for clients that cannot set it)")
+
+
+class ResultQuery(QueryModel):
+    # Any case, and empty for the default, as it always was.
+    format: Annotated[Literal["json", "srt", "vtt", "txt"],
+                      BeforeValidator(lambda v: v.strip().lower() or "json" if isinstance(v, str) else v)] = Field(
+        "json", description="Output format")
 
 
 class ModelInfo(SpecWireModel):
@@ -107,21 +284,29 @@ def list_models():
     return ModelList.model_validate({"models": modelstore.list_models(settings().model_dir)})
 
 
+JOB_ID = {"job_id": "Job id returned by POST /api/transcribe/"}
+UNKNOWN_JOB = "Unknown job"
+
+
 @transcribe_bp.post("/")
-def create_job():
+@endpoint(tag="transcribe", operation_id="create_transcription", form=TranscriptionForm,
+          files={"file": "Audio (or video) file"},
+          responses={200: (JobAccepted, "Job queued"), 400: "Not an audio file, empty file, unknown model or language",
+                     413: "Upload exceeds the size limit",
+                     507: "Not enough disk space to store the upload; nothing was kept", 503: "Job queue unavailable"})
+def create_job(form: TranscriptionForm):
+    """Upload audio and queue a transcription job"""
     cfg = settings()
-    model_name = forms.whisper_model(cfg, request.form.get("model_name"), default=cfg.default_model)
-    language = forms.language(request.form.get("language"), model=model_name)
-    diarize = forms.as_bool("diarize", request.form.get("diarize"), default=True)
-    num_speakers = forms.as_int("num_speakers", request.form.get("num_speakers"), lo=1, hi=10)
+    model_name = forms.whisper_model(cfg, form.model_name, default=cfg.default_model)
+    language = forms.language(form.language, model=model_name)
     upload = receive_audio("file")
     _, job = start_transcription(
-        upload, model_name=model_name, language=language, diarize=diarize, num_speakers=num_speakers,
+        upload, model_name=model_name, language=language, diarize=form.diarize, num_speakers=form.num_speakers,
         session_fields={"session_name": Path(upload.original_name).stem, "date": today_noon_utc(),
                         **TRANSCRIPTION_API_SESSION},
     )
-    return jsonify(spec_status({"job_id": job.id, "status": job.status,
-                                "message": f"Transcription queued (position {queue_position(job)})"}))
+    return JobAccepted.model_validate(spec_status({
+        "job_id": job.id, "status": job.status, "message": f"Transcription queued (position {queue_position(job)})"}))
 
 
 def job_or_404(job_id: str) -> Job:
@@ -154,13 +339,13 @@ def spec_event(event: dict | None) -> dict | None:
 
 def queue_position(job: Job) -> int:
     """1 for the next job its queue will run; counts the jobs of the same kind queued before it."""
-    return Job.select().where((Job.status == JobStatus.QUEUED) & (Job.kind == job.kind)
+    return Job.select().where((Job.status == Status.QUEUED) & (Job.kind == job.kind)
                               & (Job.created_at_ms < job.created_at_ms)).count() + 1
 
 
 def status_body(job: Job) -> dict:
     payload = events.status_payload(job)
-    if job.status == JobStatus.QUEUED:
+    if job.status == Status.QUEUED:
         ahead = queue_position(job) - 1
         payload["message"] = (f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead in the queue" if ahead
                               else "Queued: next in the queue")
@@ -183,55 +368,67 @@ def list_jobs(query: JobsQuery):
 
 
 @transcribe_bp.get("/status/<job_id>")
+@endpoint(tag="transcribe", path_parameters=JOB_ID,
+          responses={200: (JobStatus, "Job status"), 404: (JobNotFound, "Job not found or expired")})
 def job_status(job_id: str):
+    """Status of a transcription job"""
     # Only what the status shape needs: the poll clients repeat every second or so.
     job = Job.select(*STATUS_FIELDS).where(Job.id == job_id).first()
     if job is None:
         message = "Transcription job not found or expired"
-        body = {**error_body(404, message), "job_id": job_id, "status": "not_found", "progress": 0,
-                "updated_at": time.time()}
-        return jsonify(body), 404
-    return jsonify(status_body(job))
+        return JobNotFound.model_validate({**error_body(404, message), "job_id": job_id, "status": "not_found",
+                                           "progress": 0, "updated_at": time.time()}), 404
+    return JobStatus.model_validate(status_body(job))
 
 
 def transcript_segments(job: Job) -> list[dict]:
-    return [s.as_dict() for s in Segment.select().where(Segment.job == job.id).order_by(Segment.idx)]
+    return [s.as_dict() for s in SegmentRow.select().where(SegmentRow.job == job.id).order_by(SegmentRow.idx)]
+
+
+TRANSCRIPT_TEXTS = {"text/plain": {"schema": {"type": "string", "description": "SubRip subtitles (format=srt) or "
+                                              "plain text (format=txt)"}},
+                    "text/vtt": {"schema": {"type": "string", "description": "WebVTT subtitles (format=vtt)"}}}
 
 
 @transcribe_bp.get("/result/<job_id>")
-def job_result(job_id: str):
+@endpoint(tag="transcribe", query=ResultQuery, path_parameters=JOB_ID, responses={
+    200: Documented("Transcript: JSON for format=json (a segment's re-transcription for a job of kind retranscribe), "
+                    "SubRip (text/plain) for srt, WebVTT for vtt, plain text for txt",
+                    {"application/json": {"schema": Transcript}, **TRANSCRIPT_TEXTS}),
+    400: "Unknown format", 404: UNKNOWN_JOB, 409: "Job has not completed yet"})
+def job_result(job_id: str, query: ResultQuery):
+    """Transcript of a completed job"""
     job = job_or_404(job_id)
-    fmt = (request.args.get("format") or "json").lower()
-    if fmt not in RESULT_FORMATS:
-        raise bad_request(f"format must be one of {', '.join(sorted(RESULT_FORMATS))}")
-    if job.status != JobStatus.COMPLETED:
+    if job.status != Status.COMPLETED:
         reason = f": {job.error}" if job.error else ""
         raise ApiError(409, f"job {job.id} is {job.status}{reason}; the result exists once it is completed")
     if job.kind == "retranscribe":
         return jsonify(job.result)
     segments = transcript_segments(job)
-    if fmt == "json":
-        return jsonify(
-            job_id=job.id, status=job.status, segments=segments, text=" ".join(s["text"] for s in segments),
-            language=job.detected_language or job.language, audio_duration=job.audio_duration,
-            model_used=job.model_name,
-        )
-    render = {"srt": formats.to_srt, "vtt": formats.to_vtt, "txt": formats.to_txt}[fmt]
-    mimetype = {"srt": "text/plain", "vtt": "text/vtt", "txt": "text/plain"}[fmt]
+    if query.format == "json":
+        return Transcript.model_validate({
+            "job_id": job.id, "status": job.status, "segments": segments,
+            "text": " ".join(s["text"] for s in segments), "language": job.detected_language or job.language,
+            "audio_duration": job.audio_duration, "model_used": job.model_name})
+    render = {"srt": formats.to_srt, "vtt": formats.to_vtt, "txt": formats.to_txt}[query.format]
+    mimetype = {"srt": "text/plain", "vtt": "text/vtt", "txt": "text/plain"}[query.format]
     stem = Path(job.session.file_name).stem if job.session_id else job.id
     return Response(render(segments), mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="{stem}.{fmt}"'})
+        "Content-Disposition": f'attachment; filename="{stem}.{query.format}"'})
 
 
 @transcribe_bp.get("/debug/<job_id>")
+@endpoint(tag="transcribe", path_parameters=JOB_ID, responses={200: (DebugInfo, "Diagnostics"), 404: UNKNOWN_JOB})
 def job_debug(job_id: str):
+    """Diagnostic information about a job"""
     job = job_or_404(job_id)
-    segments = Segment.select().where(Segment.job == job.id)
+    segments = SegmentRow.select().where(SegmentRow.job == job.id)
     audio = settings().audio_dir / job.audio_path if job.audio_path else None
-    return jsonify(
+    return DebugInfo(
         job_id=job.id, kind=job.kind, status=job.status, message=job.message, progress=job.progress,
         cached_segments=segments.count(),
-        latest_time=Segment.select(Segment.end).where(Segment.job == job.id).order_by(Segment.end.desc()).scalar(),
+        latest_time=SegmentRow.select(SegmentRow.end).where(SegmentRow.job == job.id)
+        .order_by(SegmentRow.end.desc()).scalar(),
         chunks_done=job.chunks_done, total_chunks=job.total_chunks, chunk_plan=job.chunk_plan,
         event_seq=job.event_seq, attempts=job.attempts, worker=job.worker, error=job.error,
         model_name=job.model_name, language=job.language, detected_language=job.detected_language,
@@ -250,8 +447,33 @@ def _last_seq() -> int | None:
     return forms.as_int("Last-Event-ID", raw, lo=0)
 
 
+LIVE_DESCRIPTION = """Messages are JSON objects (schema `LiveMessage` in components):
+
+* `{"type": "status", "seq", "status", "message", "progress", "chunk_info"}`: job status changed
+  (`LiveStatusMessage`);
+* `{"type": "segment", "seq", ...Segment}`: a newly transcribed segment (`LiveSegmentMessage`);
+* `{"type": "speakers", "seq", "segments": [{"id", "speaker", "speaker_confidence"}]}`: speaker
+  labels of earlier segments were updated (`LiveSpeakersMessage`);
+* `{"type": "heartbeat"}`: keep-alive (`LiveHeartbeatMessage`).
+
+`seq` increases by one per event of a job, so a client can resume without gaps."""
+LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False, "description": "Resume after this event "
+                 "sequence number", "schema": {"type": "integer", "minimum": 0}}
+EVENT_STREAM = Documented(
+    "Event stream; each event carries `id: <seq>`, `event: <type>` and a JSON `data:` line",
+    {"text/event-stream": {"schema": sse_events(LiveMessage, "`id: <seq>`, `event: <type>` and a LiveMessage; "
+                                                "`: heartbeat` comments between them")}})
+
+
 @transcribe_bp.get("/events/<job_id>")
-def job_events_sse(job_id: str):
+@endpoint(tag="transcribe", operation_id="job_events_sse", query=LiveQuery, path_parameters=JOB_ID,
+          header_parameters=[LAST_EVENT_ID], shared_description=LIVE_DESCRIPTION,
+          responses={200: EVENT_STREAM, 400: "Last-Event-ID is not a sequence number", 404: UNKNOWN_JOB})
+def job_events_sse(job_id: str, query: LiveQuery):
+    """Server-Sent Events stream of live job events
+
+    The SSE twin of the WebSocket endpoint `/api/transcribe/live/{job_id}`.
+    """
     job_or_404(job_id)
     last = _last_seq()
     stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s)
@@ -276,7 +498,14 @@ def _live_job_must_exist():
 
 
 @sock.route("/live/<job_id>", bp=transcribe_bp, endpoint="job_live")
-def job_live(ws, job_id: str):
+@endpoint(tag="transcribe", operation_id="job_live_websocket", query=LiveQuery, path_parameters=JOB_ID,
+          shared_description=LIVE_DESCRIPTION, responses={
+    101: Documented("Switching Protocols: the connection is upgraded to a WebSocket"), 404: UNKNOWN_JOB})
+def job_live(ws, job_id: str, query: LiveQuery):
+    """WebSocket stream of live job events
+
+    WebSocket endpoint (connect with `ws://` / `wss://`).
+    """
     last = _last_seq()
     try:
         for event in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s):
