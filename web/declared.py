@@ -20,7 +20,7 @@ from typing import Annotated, Any, Callable
 
 from annotated_types import Ge, Le
 from flask import Blueprint, Flask, current_app, request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, ValidationError, model_serializer
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticUseDefault
 from spectree import Response, SpecTree
@@ -29,9 +29,9 @@ from spectree.utils import get_multidict_items
 from web.errors import bad_request
 from web.openapi_schema import error, operation, response
 
-__all__ = ["Confirmation", "Documented", "Field", "FormModel", "QueryModel", "SparseWireModel", "SpecWireModel",
-           "StoredModel", "WireModel", "declared_paths", "endpoint", "LenientBoolean", "lenient_integer",
-           "lenient_number", "query_integer"]
+__all__ = ["Confirmation", "Documented", "Field", "FormModel", "ID_DIGITS", "LenientBoolean", "OutputModel",
+           "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel", "declared_paths", "endpoint",
+           "lenient_integer", "lenient_number", "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -39,6 +39,12 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, serialize_by_alias=True,
                               strict=True, str_strip_whitespace=True)
+
+
+class OutputModel(WireModel):
+    """A response body made of stored values: its strings are sent exactly as stored, never trimmed."""
+
+    model_config = ConfigDict(str_strip_whitespace=False)
 
 
 class SpecWireModel(WireModel):
@@ -70,8 +76,10 @@ class SparseWireModel(WireModel):
 
     model_config = ConfigDict(json_schema_extra=_optional_not_null)
 
-    def model_dump_json(self, **options: Any) -> str:  # what spectree serialises a returned model with
-        return super().model_dump_json(**{"exclude_none": True, **options})
+    # No return annotation: with one, pydantic would document the serialised body as that type.
+    @model_serializer(mode="wrap")
+    def _leave_out_nulls(self, serialise: Any):  # also where the model is nested in another answer
+        return {name: value for name, value in serialise(self).items() if value is not None}
 
 
 class QueryModel(BaseModel):
@@ -87,6 +95,9 @@ class FormModel(QueryModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
 
+#: The schema of an id in a path whose route takes any text and answers 400 to anything but 1 to 18 digits.
+ID_DIGITS = {"type": "string", "description": "Non-negative integer, as digits", "pattern": "^[0-9]+$",
+             "maxLength": 18, "example": "1"}
 _DIGITS = re.compile(r"[0-9]{1,18}")
 _SIGNED_DIGITS = re.compile(r"[+-]?[0-9]{1,18}")
 INT64_MAX = 2 ** 63 - 1  # the database stores 64-bit integers
@@ -217,7 +228,8 @@ class Documented:
 def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documented], json: type[WireModel] | None = None,
              query: type[QueryModel] | None = None, form: type[FormModel] | None = None,
              files: dict[str, str] | None = None, file_types: str = "audio/*, video/*, application/octet-stream",
-             form_media_type: str = "multipart/form-data", path_parameters: dict[str, str] | None = None,
+             form_media_type: str = "multipart/form-data",
+             path_parameters: dict[str, str | tuple[str, dict[str, Any]]] | None = None,
              header_parameters: list[dict[str, Any]] | None = None, shared_description: str | None = None,
              operation_id: str | None = None) -> Callable:
     """Declare an endpoint: its tag, request body and query models, and responses by status code.
@@ -233,6 +245,8 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
     uploaded files it carries are named in `files` ({field: description}, all required, of `file_types`)
     and read by the handler, which streams them to disk. An endpoint with a form or a `Documented` response
     runs its handler outside spectree, whose response handling would read a streamed body whole.
+    `path_parameters` describes the path's parameters: {name: description}, or {name: (description, schema)}
+    where the route takes any text but answers 400 to what does not fit the schema (e.g. `ID_DIGITS`).
     `header_parameters` documents request headers the handler reads itself (OpenAPI parameter objects);
     `shared_description` is appended to the docstring's description (text several endpoints share).
     """
@@ -246,14 +260,17 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
         for model in (query, form):
             if model is not None:
                 _parameter_models.add(model.__name__)
+        paths = path_parameters or {}
+        descriptions = {name: spec if isinstance(spec, str) else spec[0] for name, spec in paths.items()}
         validated = api.validate(json=json, query=query, form=form, resp=Response(**models), tags=[tag],
                                  operation_id=operation_id or view.__name__,
-                                 path_parameter_descriptions=path_parameters)(view)
+                                 path_parameter_descriptions=descriptions)(view)
         wrapper = _unchecked(view, validated, query=query, json=json, form=form) if form or documented else validated
         wrapper.error_descriptions = {str(code): body for code, body in responses.items() if isinstance(body, str)}
         wrapper.documented_responses = documented
         wrapper.form_files = (files or {}, file_types, form_media_type)
         wrapper.header_parameters = header_parameters or []
+        wrapper.path_schemas = {name: spec[1] for name, spec in paths.items() if isinstance(spec, tuple)}
         if json is None or wrapper is not validated:
             return wrapper
 
@@ -270,15 +287,22 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
 def _serialised(result: Any) -> Any:
     """A handler's model (alone or with a status) as the JSON response spectree would have made of it."""
     body, *rest = result if isinstance(result, tuple) else (result,)
-    if not isinstance(body, BaseModel):
+    if isinstance(body, list) and all(isinstance(item, BaseModel) for item in body):
+        text = f"[{','.join(item.model_dump_json() for item in body)}]"
+    elif isinstance(body, BaseModel):
+        text = body.model_dump_json()
+    else:
         return result
-    made = current_app.response_class(body.model_dump_json(), mimetype="application/json")
+    made = current_app.response_class(text, mimetype="application/json")
     return (made, *rest) if rest else made
 
 
 def _require_json_object(model: type[BaseModel]) -> None:
     # spectree reads a missing, broken or non-object body as {}; the client should hear what is wrong.
-    if not isinstance(request.get_json(silent=True), dict):
+    if issubclass(model, RootModel):  # a JSON array of objects
+        if not isinstance(request.get_json(silent=True), list):
+            raise bad_request(f"the body must be a JSON array ({model.__doc__.strip().rstrip('.')})")
+    elif not isinstance(request.get_json(silent=True), dict):
         names = [field.alias or name for name, field in model.model_fields.items()]
         raise bad_request(f"the body must be a JSON object ({', '.join(names)})")
 
@@ -357,7 +381,9 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str, schemas
         else:
             content = answer.get("content", {}).get("application/json", {})
             responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
-    parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": _openapi_30(_absent_not_null(p["schema"]))}
+    path_schemas = getattr(view, "path_schemas", {})
+    parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": path_schemas.get(p["name"]) if p["in"] == "path"
+                   and p["name"] in path_schemas else _openapi_30(_absent_not_null(p["schema"]))}
                   for p in op.get("parameters") or []] + getattr(view, "header_parameters", [])
     body = op.get("requestBody")
     if body and "multipart/form-data" in body["content"]:
@@ -380,6 +406,8 @@ def _with_models(node: Any, schemas: dict[str, Any]) -> Any:
         return {"$ref": f"#/components/schemas/{node.__name__}"}
     if isinstance(node, dict):
         return {key: _with_models(value, schemas) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_with_models(item, schemas) for item in node]
     return node
 
 

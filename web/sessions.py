@@ -1,12 +1,14 @@
-"""The sessions API: upload with metadata, transcripts and their edits, speakers, audio, exports."""
+"""The sessions API: upload with metadata, transcripts and their edits, speakers, audio, exports; declared shapes."""
 from __future__ import annotations
 
 import datetime
-import math
 import re
+from typing import Annotated, Any, Literal
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, request, send_file
+from pydantic import AfterValidator, ConfigDict, RootModel
+from pydantic.alias_generators import to_camel
 from werkzeug.http import parse_range_header
 
 from jobs.heartbeats import alive_workers
@@ -19,6 +21,8 @@ from services.queue import QueueUnavailable
 from services.sessions import delete_session, live_paragraphs
 from services.transcriptions import start_transcription
 from web.context import settings
+from web.declared import (ID_DIGITS, Confirmation, Documented, Field, FormModel, OutputModel, QueryModel, SparseWireModel,
+                          SpecWireModel, WireModel, endpoint, lenient_number)
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import receive_audio
 from web.uploads import safe_display_name
@@ -33,38 +37,12 @@ AUDIO_CONTENT_TYPES = {
 }
 AUDIO_MIMETYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
                    ".aac": "audio/aac", ".flac": "audio/flac", ".webm": "audio/webm"}
-EXPORT_FORMATS = {"srt", "vtt", "txt", "docx", "json"}
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+# The media type of each export.
+EXPORT_MEDIA_TYPES = {"srt": "text/plain", "vtt": "text/vtt", "txt": "text/plain", "docx": DOCX,
+                      "json": "application/json"}
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-TEXT_FIELDS = {"clientName": "client_name", "sessionName": "session_name", "sessionType": "session_type",
-               "therapy": "therapy"}
-IGNORED_FIELDS = {"status", "whisperJobId", "transcriptTokenCount", "audioPath"}
-
-
-# --- shapes ---------------------------------------------------------------------------------------
-# The client's session shape: (column, wire name) in the order the list query selects them.
-META = ((Session.id, "id"), (Session.file_name, "fileName"), (Session.client_name, "clientName"),
-        (Session.session_name, "sessionName"), (Session.date, "date"), (Session.session_type, "sessionType"),
-        (Session.therapy, "therapy"), (Session.audio_path, "audioPath"), (Session.status, "status"),
-        (Session.whisper_job_id, "whisperJobId"), (Session.transcript_token_count, "transcriptTokenCount"),
-        (Session.duration, "duration"), (Session.error_message, "errorMessage"),
-        (Session.show_speakers, "showSpeakers"))
-META_FIELDS = tuple(column for column, _ in META)
-META_KEYS = tuple(key for _, key in META)
-
-
-def session_meta(s: Session) -> dict:
-    return {key: getattr(s, column.name) for column, key in META}
-
-
-def session_chat_meta(c: Chat) -> dict:
-    return {"id": c.id, "sessionId": c.session_id, "timestamp": c.timestamp_ms, "name": c.name}
-
-
-def paragraph_dict(p: Paragraph) -> dict:
-    out = {"id": p.idx, "timestamp": p.start_ms, "text": p.text}
-    if p.speaker:
-        out["speaker"] = p.speaker
-    return out
+NONBLANK = r"\S"  # documents that a blank value is refused: values are trimmed before the length checks
 
 
 # --- lookups and validation -----------------------------------------------------------------------
@@ -89,32 +67,19 @@ def json_body(kind: type, what: str):
     return body
 
 
-def nonblank(value, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise bad_request(f"{name} must be a non-empty string")
-    return value.strip()
-
-
-def iso_date(value, name: str = "date") -> str:
-    if not isinstance(value, str) or not DATE.match(value):
-        raise bad_request(f"{name} must be a date as YYYY-MM-DD, got {value!r}")
+def noon_utc(value: str) -> str:
+    """A YYYY-MM-DD date as the stored noon UTC, so the date does not shift in any time zone."""
+    if not DATE.match(value):
+        raise ValueError(f"must be a date as YYYY-MM-DD, got {value!r}")
     try:
         datetime.date.fromisoformat(value)
     except ValueError:
-        raise bad_request(f"{name} {value!r} is not a real date") from None
-    return f"{value}T12:00:00.000Z"  # noon UTC, so the date does not shift in any time zone
+        raise ValueError(f"{value!r} is not a real date") from None
+    return f"{value}T12:00:00.000Z"
 
 
-def num_speakers(value) -> int:
-    """Rounded and clamped to 0..10, default 0; 0 and 1 mean "do not label speakers"."""
-    if value is None or str(value).strip() == "":
-        return 0
-    try:
-        number = float(value)
-    except ValueError:
-        raise bad_request(f"numSpeakers must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise bad_request(f"numSpeakers must be a finite number, got {value!r}")
+def speaker_count(number: float) -> int:
+    """numSpeakers rounded and clamped to 0..10; 0 and 1 mean "do not label speakers"."""
     return int(min(10, max(0, round(number))))
 
 
@@ -131,28 +96,233 @@ def readiness_gate(diarize: bool) -> None:
                             "(switched off, or its speaker-encoder model is missing); upload with numSpeakers 0 or fix the worker")
 
 
+# --- shapes ---------------------------------------------------------------------------------------
+SessionState = Literal["pending", "queued", "transcribing", "completed", "failed"]
+Text = Annotated[str, Field(min_length=1, pattern=NONBLANK)]
+# noon_utc checks the pattern itself, to answer in the user's terms (YYYY-MM-DD).
+IsoDate = Annotated[str, Field(description="Session date; stored as noon UTC", json_schema_extra={
+    "format": "date", "pattern": DATE.pattern}), AfterValidator(noon_utc)]
+
+
+class SessionMeta(OutputModel):
+    """A session as listed and as returned by PUT /api/sessions/{session_id}/metadata."""
+
+    id: int = Field(ge=0, description="Session id")
+    file_name: str = Field(description="Original upload name; shown when sessionName is empty")
+    client_name: str
+    session_name: str
+    date: str = Field(description="Session date, stored as noon UTC so it does not shift in any time zone",
+                      json_schema_extra={"format": "date-time", "example": "2026-06-23T12:00:00.000Z"})
+    session_type: str = Field(description="Free text, e.g. Individual or Couples")
+    therapy: str = Field(description="Free text, e.g. CBT or DBT")
+    audio_path: str | None = Field(description="Opaque name of the stored audio; null once the audio is deleted")
+    status: SessionState = Field(description="State of a session's transcription")
+    whisper_job_id: str | None = Field(description="Transcription job id, set once transcription starts; poll "
+                                       "/api/transcription/status/{job_id}")
+    transcript_token_count: int | None = Field(ge=0, description="Tokens in the transcript")
+    duration: int | None = Field(ge=0, description="Audio duration in whole seconds")
+    error_message: str | None = Field(description="Why transcription failed, when status is failed")
+    show_speakers: int | None = Field(ge=0, le=1, description="1 shows speaker labels, 0 hides them (a boolean in "
+                                      "PUT .../metadata); null means shown")
+
+    @classmethod
+    def of(cls, session: Session) -> SessionMeta:
+        return cls.model_validate({name: getattr(session, name) for name in cls.model_fields})
+
+
+class SessionChatMeta(OutputModel):
+    """A chat of a session, without its messages."""
+
+    id: int = Field(description="Chat id")
+    session_id: int = Field(ge=0, description="Session id")
+    timestamp: int = Field(description="Creation time (Unix epoch milliseconds)")
+    name: str | None = Field(description="Chat name")
+
+    @classmethod
+    def of(cls, chat: Chat) -> SessionChatMeta:
+        return cls(id=chat.id, session_id=chat.session_id, timestamp=chat.timestamp_ms, name=chat.name)
+
+
+class SessionDetail(SessionMeta):
+    """A session with its chats."""
+
+    chats: list[SessionChatMeta] = Field(description="The session's chats, newest first")
+
+
+class SessionUploadForm(FormModel):
+    """A session's metadata, beside its audio in `audioFile`."""
+
+    model_config = ConfigDict(alias_generator=to_camel)
+
+    client_name: Text
+    session_name: Text
+    date: IsoDate
+    session_type: Text
+    therapy: Text
+    num_speakers: lenient_number() = Field(0, description="Expected number of speakers, rounded and clamped to 0..10 "
+                                           "(empty or omitted: 0). 0 and 1 switch speaker labelling off; 2 or more "
+                                           "switch it on and need a worker that can label speakers")
+
+
+class SessionUploadAccepted(WireModel):
+    """The session was created with status queued; follow it with GET /api/sessions/{session_id}."""
+
+    session_id: int = Field(ge=0, description="Session id")
+    message: str = Field(json_schema_extra={"example": "Upload successful, transcription queued."})
+
+
+IGNORED = "Accepted and ignored"
+
+
+def _at_least_one_field(schema: dict[str, Any], model: type) -> None:
+    SparseWireModel.model_config["json_schema_extra"](schema, model)  # optional fields: absent, not null
+    schema["minProperties"] = 1
+
+
+class SessionMetadataUpdate(SparseWireModel):
+    """A partial update. At least one of clientName, sessionName, date, sessionType, therapy, fileName or
+    showSpeakers is needed; a body holding only the ignored keys leaves the session unchanged. Other keys are
+    ignored."""
+
+    model_config = ConfigDict(json_schema_extra=_at_least_one_field)
+
+    client_name: Text | None = None
+    session_name: Text | None = None
+    date: IsoDate | None = None
+    session_type: Text | None = None
+    therapy: Text | None = None
+    file_name: Text | None = Field(None, description="Display file name; sanitised by the server")
+    show_speakers: bool | None = Field(None, description="Show (true) or hide (false) speaker labels; stored as 1/0")
+    status: Any = Field(None, description=IGNORED)
+    whisper_job_id: Any = Field(None, description=IGNORED)
+    transcript_token_count: Any = Field(None, description=IGNORED)
+    audio_path: Any = Field(None, description=IGNORED)
+
+
+# The list reads only these columns: the rest (speaker names as JSON above all) would be read for nothing.
+META_NAMES = tuple(SessionMeta.model_fields)
+META_FIELDS = tuple(getattr(Session, name) for name in META_NAMES)
+EDITABLE = ("client_name", "session_name", "date", "session_type", "therapy", "file_name", "show_speakers")
+
+
+class TranscriptParagraph(SparseWireModel):
+    """A paragraph of a session's transcript."""
+
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    id: int = Field(ge=0, description="Stable paragraph index within the session (the paragraph_index of the "
+                    "paragraph endpoints); not renumbered after a delete")
+    timestamp: int = Field(ge=0, description="Start time in milliseconds from the start of the audio")
+    text: str
+    speaker: str | None = Field(None, description="Speaker label; omitted when unknown")
+
+    @classmethod
+    def of(cls, paragraph: Paragraph) -> TranscriptParagraph:
+        return cls(id=paragraph.idx, timestamp=paragraph.start_ms, text=paragraph.text,
+                   speaker=paragraph.speaker or None)
+
+
+class ParagraphTextEdit(WireModel):
+    paragraph_index: int = Field(ge=0, le=2 ** 63 - 1, description="id of the paragraph to change")
+    new_text: Text = Field(description="New text; trimmed")
+
+
+class ParagraphSpeakerUpdate(WireModel):
+    speaker: Text = Field(description="New speaker label; trimmed")
+
+
+class SpeakerRename(WireModel):
+    from_: Text = Field(alias="from", description="Current speaker label")
+    to: Text = Field(description="New speaker label")
+
+
+class SpeakerRenames(RootModel[list[SpeakerRename]]):
+    """Pairs of {from, to}."""
+
+
+class ExportParagraph(OutputModel):
+    id: int = Field(ge=0, description="Stable paragraph index")
+    start: float = Field(description="Start time in seconds")
+    end: float = Field(description="End time in seconds")
+    speaker: str | None = Field(description="Speaker label")
+    text: str
+
+
+class TranscriptExport(OutputModel):
+    """The transcript export of format=json."""
+
+    session: SessionMeta
+    paragraphs: list[ExportParagraph]
+
+
+class TranscriptQuery(QueryModel):
+    format: Literal[tuple(EXPORT_MEDIA_TYPES)] | None = Field(
+        None, description="Export format; omit for the JSON paragraph array")
+
+
+class TranscriptionStatus(SpecWireModel):
+    """A transcription job as the sessions client sees it."""
+
+    job_id: str = Field(description="Job id")
+    status: Literal["queued", "processing", "completed", "failed", "canceled"] = Field(
+        description="Parley's state of a job")
+    progress: float = Field(ge=0, le=100, description="Percent complete, one decimal")
+    error: str | None = Field(description="Failure reason when status is failed")
+    duration: float | None = Field(description="Audio duration in seconds, once known")
+    message: str = Field(description="Progress message of the worker")
+
+
+class TranscriptionNotFound(SpecWireModel):
+    """404 body of GET /api/transcription/status/{job_id}; unlike Error it has no detail."""
+
+    error: Literal["Not Found"]
+    message: str = Field(json_schema_extra={"example": "Transcription job 0b5c... not found."})
+
+
+SESSION_ID = {"session_id": ("Session id", ID_DIGITS)}
+PARAGRAPH = {**SESSION_ID, "paragraph_index": ("Stable paragraph index (the id of a TranscriptParagraph)", ID_DIGITS)}
+BAD_SESSION_ID = "Session id is not a non-negative integer"
+UNKNOWN_SESSION = "Unknown session"
+NOT_COMPLETED = "session is not completed"
+WHOLE_TRANSCRIPT = (list[TranscriptParagraph], "The whole transcript after the change")
+
+
 # --- sessions -------------------------------------------------------------------------------------
 @sessions_bp.get("/sessions")
+@endpoint(tag="sessions", responses={200: (list[SessionMeta], "Sessions, newest date first (then highest id)")})
 def list_sessions():
-    # Only the listed columns: the rest (speaker names as JSON above all) would be read and decoded for nothing.
-    # Raw rows, not model instances: every listed column is text or an integer, which needs no conversion,
-    # and building 200 instances cost more than the query itself.
+    """List sessions
+
+    Also answers `/api/sessions/` (trailing slash) directly.
+    """
     query = Session.select(*META_FIELDS).order_by(Session.date.desc(), Session.id.desc())
-    return jsonify([dict(zip(META_KEYS, row)) for row in db.execute(query)])
+    return [SessionMeta.model_validate(dict(zip(META_NAMES, row))) for row in db.execute(query)]
 
 
 @sessions_bp.post("/sessions/upload")
-def upload_session():
-    form = request.form
+@endpoint(tag="sessions", form=SessionUploadForm, files={
+    "audioFile": "The session's audio (or video). Its part content type must be one of the encoding's; a missing "
+                 "file name becomes upload_<ms>.<subtype>"}, file_types=", ".join(sorted(AUDIO_CONTENT_TYPES)),
+    responses={202: (SessionUploadAccepted, "Session created (status queued) and transcription queued"),
+               400: "audioFile missing, of a content type not allowed, empty or not audio; a blank text field; a "
+                    "date that is not a real YYYY-MM-DD date; a non-numeric numSpeakers",
+               413: "Upload exceeds the size limit", 507: "Not enough disk space to store the upload; nothing was kept",
+               503: "Job queue unavailable, no transcription worker running, or numSpeakers >= 2 and no running "
+                    "worker can label speakers"})
+def upload_session(form: SessionUploadForm):
+    """Upload a session's audio with its metadata and queue its transcription
+
+    The transcription uses the server's default model and detects the language. Follow progress with
+    GET /api/sessions/{session_id} and, once whisperJobId is set, GET /api/transcription/status/{job_id}.
+    """
     part = request.files.get("audioFile")
     if part is None:
         raise bad_request("audioFile is required: the multipart field with the session's audio")
     if part.mimetype not in AUDIO_CONTENT_TYPES:
         raise bad_request(f"audioFile has content type {part.mimetype or 'none'!r}; "
                           f"allowed: {', '.join(sorted(AUDIO_CONTENT_TYPES))}")
-    fields = {column: nonblank(form.get(key), key) for key, column in TEXT_FIELDS.items()}
-    fields["date"] = iso_date(form.get("date"))
-    speakers = num_speakers(form.get("numSpeakers"))
+    fields = form.model_dump(include={"client_name", "session_name", "date", "session_type", "therapy"})
+    speakers = speaker_count(form.num_speakers)
     diarize = speakers >= 2
     if not part.filename:
         subtype = part.mimetype.split("/", 1)[1].replace("x-", "")
@@ -166,65 +336,91 @@ def upload_session():
     cfg = settings()
     session, _ = start_transcription(upload, model_name=cfg.default_model, language=None, diarize=diarize,
                                      num_speakers=speakers if diarize else None, session_fields=fields)
-    return jsonify(sessionId=session.id, message="Upload successful, transcription queued."), 202
+    return SessionUploadAccepted(session_id=session.id, message="Upload successful, transcription queued."), 202
 
 
 @sessions_bp.get("/sessions/<session_id>")
+@endpoint(tag="sessions", path_parameters=SESSION_ID,
+          responses={200: (SessionDetail, "The session"), 400: BAD_SESSION_ID, 404: UNKNOWN_SESSION})
 def get_session(session_id: str):
+    """A session with its chats"""
     session = session_or_404(session_id)
     chats = Chat.select().where(Chat.session == session.id).order_by(Chat.timestamp_ms.desc(), Chat.id.desc())
-    return jsonify({**session_meta(session), "chats": [session_chat_meta(c) for c in chats]})
+    return SessionDetail(**dict(SessionMeta.of(session)), chats=[SessionChatMeta.of(c) for c in chats])
 
 
 @sessions_bp.put("/sessions/<session_id>/metadata")
-def update_metadata(session_id: str):
+@endpoint(tag="sessions", operation_id="update_session_metadata", path_parameters=SESSION_ID,
+          json=SessionMetadataUpdate,
+          responses={200: (SessionMeta, "The updated session (without chats)"),
+                     400: f"{BAD_SESSION_ID}; body not a JSON object; nothing to update; a blank text field, a bad "
+                          "date, or a showSpeakers that is not a boolean", 404: UNKNOWN_SESSION})
+def update_metadata(session_id: str, json: SessionMetadataUpdate):
+    """Change a session's metadata"""
     session = session_or_404(session_id)
-    body = json_body(dict, "object")
-    changes = {}
-    for key, column in TEXT_FIELDS.items():
-        if key in body:
-            changes[column] = nonblank(body[key], key)
-    if "date" in body:
-        changes["date"] = iso_date(body["date"])
-    if "fileName" in body:
-        changes["file_name"] = safe_display_name(nonblank(body["fileName"], "fileName"), "upload")
-    if "showSpeakers" in body:
-        if not isinstance(body["showSpeakers"], bool):
-            raise bad_request("showSpeakers must be true or false")
-        changes["show_speakers"] = int(body["showSpeakers"])
-    if not changes and not (IGNORED_FIELDS & set(body)):
+    given = json.model_fields_set
+    for name in given & set(EDITABLE):
+        if getattr(json, name) is None:  # present but null: a value is needed, as for any edit
+            kind = "true or false" if name == "show_speakers" else "a non-empty string"
+            raise bad_request(f"{to_camel(name)} must be {kind}")
+    changes = {name: getattr(json, name) for name in EDITABLE if name in given}
+    if "file_name" in changes:
+        changes["file_name"] = safe_display_name(changes["file_name"], "upload")
+    if "show_speakers" in changes:
+        changes["show_speakers"] = int(changes["show_speakers"])
+    if not given:
         raise bad_request("nothing to update: give at least one of clientName, sessionName, date, sessionType, "
                           "therapy, fileName, showSpeakers")
     transcript_edits.update_details(session, changes)
-    return jsonify(session_meta(Session.get_by_id(session.id)))
+    return SessionMeta.of(Session.get_by_id(session.id))
 
 
 @sessions_bp.delete("/sessions/<session_id>")
+@endpoint(tag="sessions", operation_id="delete_session", path_parameters=SESSION_ID,
+          responses={200: (Confirmation, "Deleted"), 400: BAD_SESSION_ID, 404: UNKNOWN_SESSION})
 def remove_session(session_id: str):
+    """Delete a session, its audio, chats and transcript"""
     session = session_or_404(session_id)
     delete_session(session, settings().audio_dir)
     search.request_remove_session(session.id)
-    return jsonify(message=f"Session {session.id} and associated data deleted successfully.")
+    return Confirmation(message=f"Session {session.id} and associated data deleted successfully.")
 
 
 # --- transcript -----------------------------------------------------------------------------------
-def transcript_response(session: Session):
-    return jsonify([paragraph_dict(p) for p in live_paragraphs(session.id)])
+def transcript(session: Session) -> list[TranscriptParagraph]:
+    return [TranscriptParagraph.of(p) for p in live_paragraphs(session.id)]
+
+
+EXPORTS = Documented(
+    "The transcript (no format) or the export in the requested format",
+    {"application/json": {"schema": {"oneOf": [{"type": "array", "items": TranscriptParagraph}, TranscriptExport]}},
+     "text/plain": {"schema": {"type": "string", "description": "SubRip subtitles (format=srt) or plain text "
+                                                                "(format=txt)"}},
+     "text/vtt": {"schema": {"type": "string", "description": "WebVTT subtitles (format=vtt)"}},
+     DOCX: {"schema": {"type": "string", "format": "binary", "description": "Word document (format=docx)"}}},
+    headers={"Content-Disposition": {"description": 'Exports only: attachment; filename="<session name>.<format>"',
+                                     "schema": {"type": "string"}}})
 
 
 @sessions_bp.get("/sessions/<session_id>/transcript")
-def get_transcript(session_id: str):
+@endpoint(tag="sessions", operation_id="get_session_transcript", path_parameters=SESSION_ID, query=TranscriptQuery,
+          responses={200: EXPORTS, 400: f"{BAD_SESSION_ID}, or an unknown format", 404: UNKNOWN_SESSION,
+                     409: f"An export was asked for but the {NOT_COMPLETED}"})
+def get_transcript(session_id: str, query: TranscriptQuery):
+    """The session's transcript, or an export of it
+
+    Without `format`, the transcript as a JSON array of `TranscriptParagraph` (an empty array, not an error,
+    while the session is not completed). With `format`, a download (`Content-Disposition: attachment`) of the
+    completed transcript: `srt` as text/plain, `vtt` as text/vtt, `txt` as text/plain, `docx` as
+    application/vnd.openxmlformats-officedocument.wordprocessingml.document, `json` as application/json; the
+    `json` export is a `TranscriptExport` object.
+    """
     session = session_or_404(session_id)
-    fmt = request.args.get("format")
-    if fmt is None:
-        if session.status != SessionStatus.COMPLETED:
-            return jsonify([])
-        return transcript_response(session)
-    if fmt not in EXPORT_FORMATS:
-        raise bad_request(f"format must be one of {', '.join(sorted(EXPORT_FORMATS))}")
+    if query.format is None:
+        return transcript(session) if session.status == SessionStatus.COMPLETED else []
     if session.status != SessionStatus.COMPLETED:
         raise ApiError(409, f"Session {session.id} is {session.status}; its transcript can be exported once completed.")
-    return export(session, fmt)
+    return export(session, query.format)
 
 
 def export(session: Session, fmt: str) -> Response:
@@ -233,18 +429,16 @@ def export(session: Session, fmt: str) -> Response:
     stem = safe_display_name(session.session_name or session.file_name, f"session-{session.id}")
     headers = {"Content-Disposition": f'attachment; filename="{stem}.{fmt}"'}
     if fmt == "json":
-        return Response(current_app.json.dumps({"session": session_meta(session), "paragraphs": rows}),
-                        mimetype="application/json", headers=headers)
+        document = TranscriptExport(session=SessionMeta.of(session), paragraphs=rows)
+        return Response(document.model_dump_json(), mimetype="application/json", headers=headers)
     if fmt == "docx":
         details = " · ".join(filter(None, [session.client_name, session.date[:10], session.session_type, session.therapy]))
         # Word's XML cannot hold control characters, which stored text may contain (an edit, an import).
         rows = [{**r, "text": _xml_safe(r["text"]), "speaker": _xml_safe(r["speaker"])} for r in rows]
         title = _xml_safe(session.session_name or session.file_name)
-        return Response(formats.to_docx(rows, title=title, details=_xml_safe(details)),
-                        mimetype="application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-                        headers=headers)
+        return Response(formats.to_docx(rows, title=title, details=_xml_safe(details)), mimetype=DOCX, headers=headers)
     render = {"srt": formats.to_srt, "vtt": formats.to_vtt, "txt": formats.to_txt}[fmt]
-    return Response(render(rows), mimetype="text/vtt" if fmt == "vtt" else "text/plain", headers=headers)
+    return Response(render(rows), mimetype=EXPORT_MEDIA_TYPES[fmt], headers=headers)
 
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -262,49 +456,66 @@ def paragraph_or_error(session: Session, index: int, *, status: int) -> Paragrap
 
 
 @sessions_bp.patch("/sessions/<session_id>/transcript")
-def edit_paragraph(session_id: str):
+@endpoint(tag="sessions", operation_id="edit_transcript_paragraph", path_parameters=SESSION_ID,
+          json=ParagraphTextEdit,
+          responses={200: WHOLE_TRANSCRIPT, 404: UNKNOWN_SESSION,
+                     400: f"{BAD_SESSION_ID}; invalid body; the {NOT_COMPLETED}; or no paragraph has that index"})
+def edit_paragraph(session_id: str, json: ParagraphTextEdit):
+    """Change the text of one paragraph
+
+    Unchanged text leaves the transcript as it is and returns it.
+    """
     session = session_or_404(session_id)
-    body = json_body(dict, "object with paragraphIndex and newText")
-    index = body.get("paragraphIndex")
-    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 2 ** 63:  # the database's range
-        raise bad_request("paragraphIndex must be an integer from 0 to 2^63-1")
-    text = nonblank(body.get("newText"), "newText")
     transcript_edits.require_completed(session)
-    transcript_edits.edit_text(session, paragraph_or_error(session, index, status=400), text)
-    return transcript_response(session)
+    transcript_edits.edit_text(session, paragraph_or_error(session, json.paragraph_index, status=400), json.new_text)
+    return transcript(session)
 
 
 @sessions_bp.delete("/sessions/<session_id>/transcript/<paragraph_index>")
+@endpoint(tag="sessions", operation_id="delete_transcript_paragraph", path_parameters=PARAGRAPH,
+          responses={200: (list[TranscriptParagraph], "The remaining transcript"),
+                     400: f"Session id or paragraph index is not a non-negative integer, or the {NOT_COMPLETED}",
+                     404: "Unknown session, or no (undeleted) paragraph has that index"})
 def delete_paragraph(session_id: str, paragraph_index: str):
+    """Delete one paragraph
+
+    The index stays taken: other paragraphs keep their ids.
+    """
     index = numeric_id(paragraph_index, "paragraphIndex")  # a malformed id is a 400 before any lookup
     session = session_or_404(session_id)
     transcript_edits.require_completed(session)
     transcript_edits.delete_paragraph(session, paragraph_or_error(session, index, status=404))
-    return transcript_response(session)
+    return transcript(session)
 
 
 @sessions_bp.patch("/sessions/<session_id>/transcript/<paragraph_index>/speaker")
-def set_paragraph_speaker(session_id: str, paragraph_index: str):
+@endpoint(tag="sessions", path_parameters=PARAGRAPH, json=ParagraphSpeakerUpdate,
+          responses={200: (Confirmation, "Speaker updated"), 404: UNKNOWN_SESSION,
+                     400: f"Session id or paragraph index is not a non-negative integer; blank speaker; the "
+                          f"{NOT_COMPLETED}; or no paragraph has that index"})
+def set_paragraph_speaker(session_id: str, paragraph_index: str, json: ParagraphSpeakerUpdate):
+    """Set the speaker of one paragraph"""
     index = numeric_id(paragraph_index, "paragraphIndex")
     session = session_or_404(session_id)
-    speaker = nonblank(json_body(dict, "object with speaker").get("speaker"), "speaker")
     transcript_edits.require_completed(session)
-    transcript_edits.set_speaker(session, paragraph_or_error(session, index, status=400), speaker)
-    return jsonify(message=f"Speaker updated for paragraph {index} in session {session.id}.")
+    transcript_edits.set_speaker(session, paragraph_or_error(session, index, status=400), json.speaker)
+    return Confirmation(message=f"Speaker updated for paragraph {index} in session {session.id}.")
 
 
 @sessions_bp.patch("/sessions/<session_id>/speakers")
-def rename_speakers(session_id: str):
+@endpoint(tag="sessions", path_parameters=SESSION_ID, json=SpeakerRenames,
+          responses={200: (Confirmation, 'Labels updated, or "No changes needed." when no paragraph had a from label'),
+                     400: f"{BAD_SESSION_ID}; the body is not an array, or an entry lacks a non-blank from or to",
+                     404: UNKNOWN_SESSION})
+def rename_speakers(session_id: str, json: SpeakerRenames):
+    """Rename speakers throughout the transcript
+
+    Every paragraph whose speaker is `from` gets `to`; pairs with from equal to to are skipped.
+    """
     session = session_or_404(session_id)
-    body = json_body(list, "array of {from, to}")
-    pairs = []
-    for n, item in enumerate(body):
-        if not isinstance(item, dict):
-            raise bad_request(f"entry {n} must be an object with from and to")
-        pairs.append((nonblank(item.get("from"), f"entry {n} from"), nonblank(item.get("to"), f"entry {n} to")))
-    if not transcript_edits.rename_speakers(session, pairs):
-        return jsonify(message="No changes needed.")
-    return jsonify(message=f"Speaker labels updated for session {session.id}.")
+    if not transcript_edits.rename_speakers(session, [(pair.from_, pair.to) for pair in json.root]):
+        return Confirmation(message="No changes needed.")
+    return Confirmation(message=f"Speaker labels updated for session {session.id}.")
 
 
 # --- audio ----------------------------------------------------------------------------------------
@@ -317,8 +528,44 @@ def audio_path_or_404(session: Session):
     return path
 
 
+def _audio(description: str, *, partial: bool = False) -> Documented:
+    def header(text: str, **schema: Any) -> dict[str, Any]:
+        return {"description": text, "schema": {"type": "string", **schema}}
+
+    headers = {"Accept-Ranges": header("Always bytes", enum=["bytes"]),
+               "Content-Length": {"description": "Bytes in this response", "schema": {"type": "integer", "minimum": 0}},
+               "ETag": header("Entity tag of the file, for If-None-Match / If-Range"),
+               "Last-Modified": header("Modification time of the file")}
+    if partial:
+        headers["Content-Range"] = header("The part sent, e.g. bytes 0-1023/52311", example="bytes 0-1023/52311")
+    audio = {"schema": {"type": "string", "format": "binary", "description": "Audio bytes"}}
+    return Documented(description, {"audio/*": audio, "application/octet-stream": audio}, headers=headers)
+
+
+AUDIO_HEADERS = [
+    {"name": "Range", "in": "header", "required": False, "description": "Byte range, e.g. bytes=0-1023 or bytes=1024-",
+     "schema": {"type": "string", "pattern": "^bytes=", "example": "bytes=0-1023"}},
+    {"name": "If-None-Match", "in": "header", "required": False, "description": "ETag of a cached copy; a match gives "
+     "304", "schema": {"type": "string"}}]
+
+
 @sessions_bp.get("/sessions/<session_id>/audio")
+@endpoint(tag="sessions", operation_id="get_session_audio", path_parameters=SESSION_ID,
+          header_parameters=AUDIO_HEADERS, responses={
+              200: _audio("The whole file"), 206: _audio("The requested byte range", partial=True),
+              304: Documented("Not modified (If-None-Match matched)", headers={"ETag": {
+                  "description": "Entity tag", "schema": {"type": "string"}}}),
+              400: BAD_SESSION_ID, 404: "Unknown session, the session has no audio, or its file is missing",
+              416: Documented("Range not satisfiable", {"application/json": {"schema": {
+                  "$ref": "#/components/schemas/Error"}}}, headers={"Content-Range": {
+                      "description": "bytes */<size>", "schema": {"type": "string", "example": "bytes */52311"}}})})
 def get_audio(session_id: str):
+    """Stream the session's audio
+
+    Content-Type follows the file extension: .mp3 audio/mpeg, .wav audio/wav, .ogg audio/ogg, .m4a audio/mp4,
+    .aac audio/aac, .flac audio/flac, .webm audio/webm, anything else application/octet-stream. Supports Range
+    requests for seeking.
+    """
     session = session_or_404(session_id)
     path = audio_path_or_404(session)
     # Werkzeug serves Range requests (206, 416 with Content-Range) and streams the file in blocks. A Range
@@ -332,17 +579,24 @@ def get_audio(session_id: str):
 
 
 @sessions_bp.delete("/sessions/<session_id>/audio")
+@endpoint(tag="sessions", operation_id="delete_session_audio", path_parameters=SESSION_ID,
+          responses={200: (Confirmation, "Deleted; the session's audioPath is now null"), 400: BAD_SESSION_ID,
+                     404: "Unknown session, or the session has no audio"})
 def delete_audio(session_id: str):
+    """Delete the session's original audio"""
     session = session_or_404(session_id)
     transcript_edits.delete_audio(session, settings().audio_dir)
-    return jsonify(message=f"Original audio file for session {session.id} deleted successfully.")
+    return Confirmation(message=f"Original audio file for session {session.id} deleted successfully.")
 
 
 # --- transcription status, the sessions client's view of a job --------------------------------------
 @sessions_bp.get("/transcription/status/<job_id>")
+@endpoint(tag="sessions", path_parameters={"job_id": "A session's whisperJobId"},
+          responses={200: (TranscriptionStatus, "Job progress"), 404: (TranscriptionNotFound, "Unknown job")})
 def transcription_status(job_id: str):
+    """Progress of a session's transcription job"""
     job = Job.get_or_none(Job.id == job_id)
     if job is None:
-        return jsonify(error="Not Found", message=f"Transcription job {job_id} not found."), 404
-    return jsonify(job_id=job.id, status=job.status, progress=round(job.progress, 1), error=job.error,
-                   duration=job.audio_duration, message=job.message)
+        return TranscriptionNotFound(error="Not Found", message=f"Transcription job {job_id} not found."), 404
+    return TranscriptionStatus(job_id=job.id, status=job.status, progress=round(job.progress, 1), error=job.error,
+                               duration=job.audio_duration, message=job.message)
