@@ -229,7 +229,7 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
              query: type[QueryModel] | None = None, form: type[FormModel] | None = None,
              files: dict[str, str] | None = None, file_types: str = "audio/*, video/*, application/octet-stream",
              form_media_type: str = "multipart/form-data",
-             path_parameters: dict[str, str | tuple[str, dict[str, Any]]] | None = None,
+             path_parameters: dict[str, str | tuple[str, dict[str, Any] | Callable[[], dict]]] | None = None,
              header_parameters: list[dict[str, Any]] | None = None, shared_description: str | None = None,
              operation_id: str | None = None) -> Callable:
     """Declare an endpoint: its tag, request body and query models, and responses by status code.
@@ -246,7 +246,8 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
     and read by the handler, which streams them to disk. An endpoint with a form or a `Documented` response
     runs its handler outside spectree, whose response handling would read a streamed body whole.
     `path_parameters` describes the path's parameters: {name: description}, or {name: (description, schema)}
-    where the route takes any text but answers 400 to what does not fit the schema (e.g. `ID_DIGITS`).
+    where the route takes any text but answers 400 to what does not fit the schema (e.g. `ID_DIGITS`); the
+    schema may be a function that gives it, asked each time the document is built.
     `header_parameters` documents request headers the handler reads itself (OpenAPI parameter objects);
     `shared_description` is appended to the docstring's description (text several endpoints share).
     """
@@ -382,8 +383,8 @@ def _house_style(op: dict[str, Any], app: Flask, path: str, method: str, schemas
             content = answer.get("content", {}).get("application/json", {})
             responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
     path_schemas = getattr(view, "path_schemas", {})
-    parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": path_schemas.get(p["name"]) if p["in"] == "path"
-                   and p["name"] in path_schemas else _openapi_30(_absent_not_null(p["schema"]))}
+    parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": _path_schema(path_schemas[p["name"]])
+                   if p["in"] == "path" and p["name"] in path_schemas else _openapi_30(_absent_not_null(p["schema"]))}
                   for p in op.get("parameters") or []] + getattr(view, "header_parameters", [])
     body = op.get("requestBody")
     if body and "multipart/form-data" in body["content"]:
@@ -409,6 +410,10 @@ def _with_models(node: Any, schemas: dict[str, Any]) -> Any:
     if isinstance(node, list):
         return [_with_models(item, schemas) for item in node]
     return node
+
+
+def _path_schema(schema: dict[str, Any] | Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    return schema() if callable(schema) else schema  # a callable: what it says may change (a Procfile's names)
 
 
 def _description(view: Callable) -> str | None:

@@ -1,4 +1,4 @@
-"""Prometheus metrics at /metrics: HTTP requests, queue depths, job durations, speeds."""
+"""Prometheus metrics at /metrics: HTTP requests, queue depths, job durations, speeds; the route declared."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +8,7 @@ import time
 from flask import Blueprint, Flask, Response, current_app, g, request
 
 from parley.config import get_settings
+from web.declared import Documented, endpoint
 
 # Production runs several gunicorn worker processes (Procfile: --workers ${PARLEY_WEB_PROCESSES:-2}) and a
 # scrape reaches only one of them, so in-memory counters would jump between the processes' own totals.
@@ -79,8 +80,27 @@ def install_metrics(app: Flask) -> None:
         return response
 
 
+EXPOSITION = Documented("Metrics in Prometheus text format", {CONTENT_TYPE: {"schema": {
+    "type": "string", "description": "Prometheus text exposition format 0.0.4",
+    "example": 'parley_queue_messages{queue="asr",state="waiting"} 2.0'}}})
+
+
 @metrics_bp.get("/metrics")
+@endpoint(tag="monitoring", operation_id="metrics", responses={200: EXPOSITION})
 def scrape():
+    """Prometheus metrics
+
+    For a Prometheus scrape job. HTTP: `parley_http_requests_total` (route template, method, status) and
+    `parley_http_request_duration_seconds`, summed over all web processes. Read from Redis at scrape time:
+    `parley_queue_messages` (queue; state waiting, in_progress, delayed, dead), `parley_workers`,
+    `parley_workers_busy`. Read from the database (cached a few seconds): `parley_jobs` (type, kind, status),
+    `parley_job_duration_seconds` (creation to end), `parley_transcription_processing_seconds` (first start to
+    end), `parley_transcription_realtime_factor` (audio seconds per processing second),
+    `parley_transcription_audio_seconds_total`, `parley_transcription_elapsed_seconds_total`,
+    `parley_llm_generation_seconds`, `parley_llm_completion_tokens_total`, `parley_llm_tokens_per_second`.
+    `parley_metrics_source_up` says whether Redis and the database could be read. Under `parley supervise`:
+    `parley_process_restarts_total`, `parley_process_up` and `parley_process_crash_looping` (process).
+    """
     registry = CollectorRegistry()
     if _multiprocess():
         multiprocess.MultiProcessCollector(registry, path=MULTIPROC_DIR)

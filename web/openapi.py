@@ -1007,9 +1007,6 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
-    from web.openapi_monitoring import monitoring_paths
-
-    paths.update(monitoring_paths())
     document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {

@@ -31,16 +31,19 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import psutil
 import redis
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, request
+from pydantic import ConfigDict
 
 from jobs.heartbeats import SPEECH_QUEUES, alive_workers, last_beats
 from parley import logs
 from parley.config import get_settings
 from parley.supervisor import read_states
+from web.declared import Field, SparseWireModel, WireModel, endpoint
 from web.errors import ApiError
 
 processes_bp = Blueprint("processes", __name__, url_prefix="/api/docker")
@@ -345,20 +348,80 @@ def deployment() -> list[Process]:
     return sorted(processes, key=lambda p: p.name)
 
 
+# --- shapes ------------------------------------------------------------------------------------------
+class DockerPort(SparseWireModel):
+    private_port: int = Field(alias="PrivatePort", description="Port the process listens on")
+    public_port: int | None = Field(None, alias="PublicPort", description="Port clients use")
+    type: Literal["tcp"] = Field(alias="Type")
+    ip: str | None = Field(None, alias="IP", description="Address it is reached at")
+
+
+class DockerContainer(WireModel):
+    model_config = ConfigDict(str_strip_whitespace=False)  # statuses quote a process's last output as it was
+
+    id: str = Field(description="host:pid of the process (the database: its file or host:port/name); N/A when not "
+                    "found")
+    name: str = Field(description="parley-web, parley-worker-<name>, parley-redis, parley-database, parley-search, "
+                      "or an alias: therascript_whisper_service, therascript_elasticsearch_service")
+    image: str = Field(description="What runs, as name:version, e.g. redis:7.0.15, sqlite:3.40.1; N/A when not found")
+    state: Literal["running", "restarting", "exited", "not_found", "unhealthy"]
+    status: str = Field(description="Docker-style wording, e.g. 'Up 3 minutes (idle)', 'Exited (stopped 2 minutes "
+                        "ago)', 'Container not found'")
+    ports: list[DockerPort]
+    details: dict[str, Any] = Field(default_factory=dict, description=(
+        "kind (web, worker, redis, database, search, alias); workers: host, pid, queues, device, busy; aliases: "
+        "aliasOf. Under `parley supervise`: supervisor {state, pid, restarts, crashLooping, lastExit, lastExitAt, "
+        "lastOutput}"))
+
+
+class DockerStatus(WireModel):
+    containers: list[DockerContainer]
+
+
+class DockerLogs(WireModel):
+    model_config = ConfigDict(str_strip_whitespace=False)  # a log's first line may well start with spaces
+
+    logs: str = Field(description="The last 200 lines, with UTC timestamps, secrets redacted; or why there is no log")
+    container_name: str = Field(description="The name asked for")
+
+
 # --- routes ------------------------------------------------------------------------------------------
 @processes_bp.get("/status")
+@endpoint(tag="monitoring", operation_id="docker_status",
+          responses={200: (DockerStatus, "Every process, sorted by name")})
 def status():
-    return jsonify(containers=[p.container() for p in deployment()])
+    """The deployment's processes, as containers
+
+    Parley runs no containers: this lists its processes in the sessions API's shape. Workers' state comes from
+    heartbeats (running; exited once a worker's heartbeat stopped; not_found when the Procfile expects one that
+    never beat); Redis, the database and search are probed (running or unhealthy). Under `parley supervise`
+    (scripts/start) a process waiting to be restarted, or crash-looping and not up, is restarting, and its status
+    names its last exit and restart count. therascript_whisper_service stands for the transcription workers and
+    therascript_elasticsearch_service for the search backend.
+    """
+    return DockerStatus.model_validate({"containers": [p.container() for p in deployment()]})
 
 
 # <path:...>: an encoded slash (..%2Fetc%2Fpasswd) arrives decoded and must reach the 400 below, not a 404.
 @processes_bp.get("/logs/<path:name>")
+@endpoint(tag="monitoring", operation_id="docker_logs", path_parameters={"name": (
+    "A name from GET /api/docker/status: those the Procfile stands for (listed here). Workers beyond them "
+    "(another machine's, or a second process of one line: name.1, name.2) are answered too",
+    lambda: {"type": "string", "enum": expected_names()})}, responses={
+    200: (DockerLogs, "The log's last 200 lines, or a sentence saying why the process has none"),
+    400: "Not a known process name; the message lists the known names",
+    404: "The name holds a line break, which no process name has: no route matches it"})
 def process_logs(name: str):
+    """The last lines of a process's log
+
+    Each process writes `<PARLEY_LOG_DIR>/<process name>.log` (default `<data_dir>/logs`). An alias gives the logs
+    of the processes it stands for.
+    """
     known = {p.name: p for p in deployment()}
     process = known.get(name)
     if process is None:
         raise ApiError(400, f"unknown process {name!r}; known names: {', '.join(sorted(known))}")
-    return jsonify(logs=_log_text(process), containerName=name)
+    return DockerLogs(logs=_log_text(process), container_name=name)
 
 
 def _log_text(process: Process) -> str:
