@@ -14,8 +14,9 @@ def default_context_cap() -> int:
 
 #: What the sessions client sees as the base URL of the local engine; it must not be empty.
 LOCAL_BASE_URL = "local://llama.cpp"
-#: An http(s) URL with a host of RFC 3986 characters: what a remote engine's baseUrl must look like.
-REMOTE_URL_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+([/?#].*)?$"
+#: An http(s) URL with a host of RFC 3986 characters, and no ASCII control character (no HTTP client sends one):
+#: what a remote engine's baseUrl must look like.
+REMOTE_URL_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+([/?#][^\x00-\x1f\x7f]*)?$"
 
 
 def current() -> LlmSettings:

@@ -59,6 +59,15 @@ def test_token_is_stored_but_never_returned(remote_stack):
         assert remote_stack.get("/api/llm/status").json()["hasRemoteApiToken"] is True
 
 
+def test_a_url_no_http_client_sends_is_refused(remote_stack):
+    # Found by the schemathesis run: a NUL in the path of baseUrl made the model list a 500.
+    for url in ("https://0/a\x00b", "https://llm.example/a\nb"):
+        listed = remote_stack.get("/api/llm/available-models", params={"baseUrl": url})
+        assert listed.status_code == 400 and "control characters" in listed.json()["message"], listed.text
+        chosen = remote_stack.post("/api/llm/set-model", json={"modelName": ALIAS, "baseUrl": url})
+        assert chosen.status_code == 400 and "control characters" in chosen.json()["message"], chosen.text
+
+
 def test_chat_through_the_remote_server(remote_stack, remote_server):
     remote_stack.post("/api/llm/api-token", json={"token": TOKEN})
     listed = remote_stack.get("/api/llm/available-models", params={"baseUrl": remote_server}).json()["models"]

@@ -148,8 +148,9 @@ def lenient_integer(*, minimum: int | None = None, maximum: int | None = INT64_M
     return Annotated[(int, *bounds, BeforeValidator(read))]
 
 
-def lenient_number(*, minimum: float | None = None) -> Any:
-    """The type of a number field that also takes it as a string, like `lenient_integer`; it must be finite."""
+def lenient_number(*, minimum: float | None = None, maximum: float | None = None) -> Any:
+    """The type of a number field that also takes it as a string, like `lenient_integer`; it must be finite and
+    within `minimum` and `maximum` (None: no bound)."""
 
     def read(value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -164,7 +165,8 @@ def lenient_number(*, minimum: float | None = None) -> Any:
             raise ValueError(f"must be a finite number, got {value!r}")
         return number
 
-    return Annotated[(float, *([] if minimum is None else [Ge(minimum)]), BeforeValidator(read))]
+    bounds = ([] if minimum is None else [Ge(minimum)]) + ([] if maximum is None else [Le(maximum)])
+    return Annotated[(float, *bounds, BeforeValidator(read))]
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -483,6 +485,8 @@ def _openapi_30(schema: Any) -> Any:
         rest = {k: v for k, v in schema.items() if k != "anyOf"}
         kept = others[0] if len(others) == 1 else {"anyOf": others}
         kept = {"allOf": [kept]} if "$ref" in kept else kept
+        if "enum" in kept:  # OpenAPI 3.0 takes an enum literally: a nullable one lists null
+            kept = {**kept, "enum": [*kept["enum"], None]}
         return _openapi_30({**rest, **kept, "nullable": True})
     if "$ref" in schema and len(schema) > 1:
         return _openapi_30({**{k: v for k, v in schema.items() if k != "$ref"}, "allOf": [{"$ref": schema["$ref"]}]})

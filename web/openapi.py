@@ -5,15 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 from typing import Any
 
-from services.llm_config import LOCAL_BASE_URL, REMOTE_URL_PATTERN
 from web.openapi_schema import (Schema, array, boolean, error, header, id_param, integer, json_body,
-                                nullable, number, obj, operation, path_param, query_param, ref, response, sse_events,
+                                nullable, number, obj, operation, query_param, ref, response, sse_events,
                                 string)
 
 OPENAPI_VERSION = "3.0.3"
-JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]
-# The transcription service's own three states (web.transcribe.SPEC_STATUS maps Parley's onto them).
-SPEC_JOB_STATES = ["processing", "completed", "failed"]
 NONBLANK = r"\S"  # at least one non-whitespace character; the server trims the value
 
 
@@ -22,10 +18,6 @@ def _api_version() -> str:
         return importlib.metadata.version("parley")
     except importlib.metadata.PackageNotFoundError:
         return "0.1.0"
-
-
-def job_id_schema() -> Schema:
-    return string("Job id (a UUID)", format="uuid")
 
 
 # --------------------------------------------------------------------------
@@ -44,26 +36,12 @@ def _error_schema() -> Schema:
     )
 
 
-def _transcribe_schemas() -> dict[str, Schema]:
-    return {
-        "JobState": string("Parley's state of a job: queued, processing, completed, failed or canceled", enum=JOB_STATES),
-        "SpecJobState": string("The job's state as the transcription service speaks it: processing (queued or "
-                               "running), completed, or failed (failed or canceled); `state` carries Parley's own",
-                               enum=SPEC_JOB_STATES),
-    }
-
-
-# --- language models, chats and summaries (web/llm.py, web/chats.py, web/summary.py) -------------------------
-
-LLM_JOB_STATES = ["queued", "processing", "completed", "failed", "canceled"]  # models.LlmJob.status
 MESSAGE_SENDERS = ["user", "ai"]
 MESSAGE_STATES = ["complete", "cancelled", "failed"]  # models.Message.status
 CHAT_MESSAGE_MAX = 10_000  # web.chats.MAX_MESSAGE_CHARS
 CHAT_NAME_MAX = 200  # web.chats.MAX_NAME_CHARS
 CHAT_TAGS_MAX, CHAT_TAG_MAX = 10, 50  # web.chats.MAX_TAGS, MAX_TAG_CHARS
 RESERVED_OUTPUT_TOKENS = 512  # services.chat_context.RESERVED_OUTPUT_TOKENS
-SUMMARY_FORMATS = ["paragraph", "bullet_points", "key_points"]  # web.summary.FORMATS
-CHAT_ROLES = ["system", "user", "assistant"]  # web.summary.ROLES
 # The frames of the chat reply stream, by the one key each carries (web.chats.stream_reply).
 CHAT_STREAM_SCHEMAS = {
     "status": "ChatStreamStatus",
@@ -73,164 +51,6 @@ CHAT_STREAM_SCHEMAS = {
     "done": "ChatStreamDone",
     "error": "ChatStreamError",
 }
-
-
-def llm_model_info() -> Schema:
-    # Inlined where nullable (LlmStatus.details): OpenAPI 3.0 ignores siblings of $ref.
-    nullable_int = nullable(integer(minimum=0))
-    return obj(
-        {
-            "name": string("Model id: the GGUF file name in the store, or the remote server's model id"),
-            "modified_at": string("Modification time, ISO 8601; empty for remote models"),
-            "size": integer("File size in bytes; 0 for remote models", minimum=0),
-            "digest": string("Unique key of the model"),
-            "details": obj(
-                {
-                    "format": string("gguf, or remote for a model of a remote server"),
-                    "family": string("Architecture (local) or owner (remote)"),
-                    "families": nullable(array(string())),
-                    "parameter_size": string(example="270M"),
-                    "quantization_level": string(example="Q4_K_M"),
-                }
-            ),
-            "defaultContextSize": nullable(integer("The model's maximum context, in tokens", minimum=1)),
-            "architecture": nullable(
-                obj(
-                    {
-                        "num_layers": nullable_int,
-                        "num_attention_heads": nullable_int,
-                        "num_key_value_heads": nullable_int,
-                        "hidden_size": nullable_int,
-                        "head_dim": nullable_int,
-                        "precision": nullable(string()),
-                    },
-                    description="From the GGUF header; local models only",
-                )
-            ),
-            "size_vram": integer("Estimated bytes of GPU memory the resident model holds; 0 where no layer is "
-                                 "on a GPU (a CPU-only host or build); only when the model is resident", minimum=0),
-        },
-        required=["name", "modified_at", "size", "digest", "details", "defaultContextSize"],
-        description="A language model",
-    )
-
-
-def _llm_schemas() -> dict[str, Schema]:
-    bytes_ = integer(minimum=0)
-    return {
-        "LlmModelInfo": llm_model_info(),
-        "LlmModelList": obj({"models": array(ref("LlmModelInfo"))}),
-        "LlmJobState": string("State of a language-model job", enum=LLM_JOB_STATES),
-        "LlmSetModelRequest": obj(
-            {
-                "modelName": string(
-                    "Model to use: a file name in the store (checked when the engine is local) or a remote "
-                    "server's model id; trimmed",
-                    minLength=1,
-                    pattern=NONBLANK,
-                ),
-                "baseUrl": nullable(
-                    string(
-                        "Key absent: unchanged. null, empty or " + LOCAL_BASE_URL + ": the local engine. "
-                        "Otherwise the http(s) URL of an OpenAI-compatible server"
-                    )
-                ),
-                "contextSize": nullable(
-                    integer("Context size in tokens; null or absent: the model's own", minimum=1, maximum=1_048_576)
-                ),
-                "temperature": nullable(number("null or absent: unchanged", minimum=0, maximum=2)),
-                "topP": nullable(number("null or absent: unchanged", minimum=0, maximum=1)),
-                "repeatPenalty": nullable(number("null or absent: unchanged", minimum=0.5, maximum=2)),
-                "numGpuLayers": nullable(
-                    integer("Layers offloaded to the GPU; null: all that fit (auto); absent: unchanged",
-                            minimum=0, maximum=100_000)
-                ),
-                "thinkingBudget": nullable(
-                    integer("-1 unrestricted, 0 off, >0 a token limit; null: unset; absent: unchanged", minimum=-1)
-                ),
-            },
-            required=["modelName"],
-        ),
-        "LlmApiTokenRequest": obj(
-            {"token": nullable(string("Bearer token for the remote server, visible ASCII without spaces; null, "
-                                      "empty or absent clears it", pattern="^\\s*[\\x21-\\x7e]*\\s*$"))},
-            required=None,
-        ),
-        "LlmApiTokenSaved": obj(
-            {
-                "message": string(example="Remote LLM API token saved."),
-                "hasRemoteApiToken": boolean(),
-            }
-        ),
-        "LlmDeleteModelRequest": obj(
-            {
-                "modelName": string(
-                    "File name of a model in the store (letters, digits, _ . -); trimmed",
-                    minLength=1,
-                    pattern=r"^\s*[\w.\-]+\s*$",
-                )
-            }
-        ),
-        "LlmStatus": obj(
-            {
-                "status": string(
-                    "available when an LLM worker is running or the engine is remote", enum=["available", "unavailable"]
-                ),
-                "activeModel": string("The configured model; empty when none is"),
-                "modelChecked": string("The model whose details are returned: modelName, else activeModel"),
-                "loaded": boolean(
-                    "The model is there to use: in the store (local engine) or configured (remote). A worker "
-                    "loads it on the next request if it is not resident; see residentModels"
-                ),
-                "details": nullable(llm_model_info()),
-                "configuredContextSize": nullable(integer("null: the model's own", minimum=1)),
-                "configuredTemperature": number(),
-                "configuredTopP": number(),
-                "configuredRepeatPenalty": number(),
-                "configuredNumGpuLayers": nullable(integer("null: auto", minimum=0)),
-                "configuredThinkingBudget": integer("-1 unrestricted (also when unset), 0 off, >0 a limit",
-                                                    minimum=-1),
-                "activeBaseUrl": string("The engine in use; " + LOCAL_BASE_URL + " for the local one"),
-                "defaultBaseUrl": string("The local engine's base URL; never empty", example=LOCAL_BASE_URL),
-                "isRemoteBaseUrl": boolean(),
-                "hasRemoteApiToken": boolean("Whether a token is stored; the token itself is never returned"),
-                "residentModels": array(string(), "Models held in memory by the running LLM workers, sorted"),
-                "loadState": nullable(
-                    string("State of the latest model load (POST /api/llm/set-model); null if there was none",
-                           enum=[*LLM_JOB_STATES, None])
-                ),
-                "loadError": nullable(string("Why the latest load failed")),
-                "activeModelIsInstruct": nullable(boolean(
-                    "Whether the active local model is an instruct model (a chat template, or an Instruct/Chat/-it "
-                    "fine-tune); false for a base model such as the offline test model; null for none or remote")),
-                "notice": nullable(string("A plain warning for the user, e.g. that the active model is a base "
-                                          "model that continues text instead of answering; null when all is well")),
-            },
-            description="Status of the language model. residentModels, loadState, loadError, activeModelIsInstruct "
-            "and notice are Parley extensions to the sessions client's LlmStatus",
-        ),
-        "VramEstimate": obj(
-            {
-                "model": string("Model file name"),
-                "context_size": integer("Context the estimate is for: context_size, else the model's, else 4096",
-                                        minimum=1),
-                "num_gpu_layers": nullable(integer("As given; null means all layers", minimum=0)),
-                "vram_per_token_bytes": bytes_,
-                "estimated_vram_bytes": bytes_,
-                "estimated_ram_bytes": bytes_,
-                "breakdown": obj(
-                    {
-                        "weights_bytes": bytes_,
-                        "weights_vram_bytes": bytes_,
-                        "weights_ram_bytes": bytes_,
-                        "kv_cache_bytes": bytes_,
-                        "overhead_bytes": bytes_,
-                    }
-                ),
-            },
-            description="Memory a model would need with the given settings",
-        ),
-    }
 
 
 def _chats_schemas() -> dict[str, Schema]:
@@ -381,111 +201,9 @@ def _chats_schemas() -> dict[str, Schema]:
     }
 
 
-def _summary_schemas() -> dict[str, Schema]:
-    model_name = string(
-        "Model to use: absent, null, an alias (PARLEY_LLM_ALIASES: gpt-3.5-turbo, gpt-4, gpt-4o, default) or the "
-        "active model's name mean the active model; otherwise a model in the store"
-    )
-    transcript = {
-        "transcript": array(
-            obj(
-                {"text": string(), "speaker": nullable(string("Prefixed as `speaker: ` when non-empty"))},
-                required=["text"],
-            ),
-            "Segments (e.g. those of a transcription result); used when full_text is empty",
-        ),
-        "full_text": nullable(string("The transcript as one text; wins over transcript when not blank")),
-    }
-    return {
-        "SummaryRequest": obj(
-            {
-                **transcript,
-                "format": nullable(string("Style of the summary; null (or empty) means paragraph",
-                                          enum=[*SUMMARY_FORMATS, None], default="paragraph")),
-                "max_length": nullable(integer("Most words in the summary", minimum=10, maximum=5000, default=500)),
-                "model_name": nullable(model_name),
-            },
-            required=None,
-            description="full_text or a non-empty transcript is needed",
-        ),
-        "SummaryAccepted": obj(
-            {
-                "job_id": job_id_schema(),
-                "status": ref("SpecJobState"),
-                "state": ref("LlmJobState"),
-                "message": string(example="Summary queued"),
-            },
-            description="Follow it with GET /api/summary/status/{job_id}",
-        ),
-        "SummaryStatus": obj(
-            {
-                "job_id": job_id_schema(),
-                "status": ref("SpecJobState"),
-                "state": ref("LlmJobState"),
-                "message": string("Progress message, or the error once failed"),
-                "progress": number("Percent complete, one decimal", minimum=0, maximum=100),
-            }
-        ),
-        "SummaryResult": obj(
-            {
-                "summary": string(),
-                "topics": array(string(), "Main topics, at most 6"),
-                "length": integer("Words in the summary", minimum=0),
-                "model_used": string(),
-            }
-        ),
-        "ChatModel": obj({"id": string("Value for model_name"), "name": string(), "description": string()}),
-        "ChatModelList": obj({"models": array(ref("ChatModel"), "The aliases, then the local store's models "
-                                                                "(or the remote server's active model)")}),
-        "ChatCompletionRequest": obj(
-            {
-                "messages": {
-                    **array(
-                        obj(
-                            {
-                                "role": string(enum=CHAT_ROLES),
-                                "content": string(maxLength=CHAT_MESSAGE_MAX),
-                            }
-                        ),
-                        "The conversation; the last message must be the user's",
-                    ),
-                    "minItems": 1,
-                },
-                **transcript,
-                "temperature": nullable(number(minimum=0, maximum=2, default=0.7)),
-                "max_tokens": nullable(integer(minimum=1, maximum=4096, default=500)),
-                "model_name": nullable(model_name),
-            },
-            required=["messages"],
-            description="transcript or full_text, when given, is the context the model answers about",
-        ),
-        "ChatCompletion": obj(
-            {
-                "message": obj({"role": string(enum=["assistant"]), "content": string()}),
-                "model_used": string(),
-                "usage": obj({"prompt": integer(minimum=0), "completion": integer(minimum=0),
-                              "total": integer(minimum=0)}),
-                "is_truncated": boolean("The transcript was shortened (head and tail kept) to fit the context"),
-            }
-        ),
-        "ChatPending": obj(
-            {
-                "job_id": job_id_schema(),
-                "status": ref("SpecJobState"),
-                "state": ref("LlmJobState"),
-                "message": string(example="still running; fetch /api/chat/result/<job_id>"),
-            },
-            description="The answer is not ready (or the job was canceled); fetch GET /api/chat/result/{job_id}",
-        ),
-    }
-
-
 def components() -> dict[str, Any]:
     schemas: dict[str, Schema] = {"Error": _error_schema()}
-    schemas.update(_transcribe_schemas())
-    schemas.update(_llm_schemas())
     schemas.update(_chats_schemas())
-    schemas.update(_summary_schemas())
     from web.openapi_analysis import analysis_schemas
 
     schemas.update(analysis_schemas())
@@ -520,131 +238,6 @@ def components() -> dict[str, Any]:
 SESSION_ID_PARAM = "Session id"
 BAD_SESSION_ID = "Session id is not a non-negative integer"
 UNKNOWN_SESSION = "Unknown session"
-
-
-def _llm_paths() -> dict[str, Any]:
-    queue_down = "Job queue unavailable"
-    return {
-        "/api/llm/available-models": {
-            "get": operation(
-                "llm",
-                "list_llm_models",
-                "Models of the local store, or of a remote OpenAI-compatible server",
-                {
-                    "200": response("The models", ref("LlmModelList")),
-                    "400": error("baseUrl is neither the local engine nor an http(s) URL"),
-                    "502": error("The remote server did not answer with a model list"),
-                },
-                description="Without baseUrl, or with the local engine's URL (" + LOCAL_BASE_URL + "), the GGUF "
-                "models of the store; otherwise the model list (GET <baseUrl>/v1/models) of that server, asked with "
-                "the stored API token.",
-                parameters=[
-                    query_param(
-                        "baseUrl",
-                        string(pattern="^$|^local://llama\\.cpp$|" + REMOTE_URL_PATTERN),
-                        description="Engine to list: " + LOCAL_BASE_URL + " (or empty, or absent) for the local "
-                        "store, else an http(s) URL with a host",
-                    )
-                ],
-            )
-        },
-        "/api/llm/set-model": {
-            "post": operation(
-                "llm",
-                "set_llm_model",
-                "Choose the active model and its settings, and queue its load",
-                {
-                    "200": response(
-                        '"Active model set to <name> (context: <size or default>). Load initiated. Check status."',
-                        ref("Confirmation"),
-                    ),
-                    "400": error(
-                        "Body not a JSON object; modelName missing or blank; a value of the wrong type or out of "
-                        "range; baseUrl not an http(s) URL; with the local engine, a model not in the store"
-                    ),
-                    "503": error(queue_down + "; the settings are saved but the load is not queued"),
-                },
-                description="Answers at once; an LLM worker loads the model in the background. Follow it with "
-                "GET /api/llm/status (loadState, residentModels).",
-                request_body=json_body(ref("LlmSetModelRequest")),
-            )
-        },
-        "/api/llm/unload": {
-            "post": operation(
-                "llm",
-                "unload_llm_model",
-                "Unload the model from the LLM workers",
-                {
-                    "200": response(
-                        '"<n> model instance(s) unloaded successfully." or "No models were loaded."',
-                        ref("Confirmation"),
-                    ),
-                    "503": error(queue_down),
-                },
-                description="No body. The active model stays configured (loaded stays true); a worker loads it "
-                "again on the next request.",
-            )
-        },
-        "/api/llm/api-token": {
-            "post": operation(
-                "llm",
-                "set_llm_api_token",
-                "Store or clear the remote server's API token",
-                {
-                    "200": response("Saved or cleared", ref("LlmApiTokenSaved")),
-                    "400": error("Body not a JSON object, or token neither a string nor null, or not visible ASCII "
-                                 "without spaces (it is sent in an Authorization header)"),
-                },
-                request_body=json_body(ref("LlmApiTokenRequest")),
-            )
-        },
-        "/api/llm/status": {
-            "get": operation(
-                "llm",
-                "llm_status",
-                "The active model, its settings and whether it is loaded",
-                {"200": response("Status", ref("LlmStatus"))},
-                description="Answers even when Redis is away (then no worker counts as running).",
-                parameters=[
-                    query_param("modelName", string(), description="Model to describe instead of the active one")
-                ],
-            )
-        },
-        "/api/llm/models/{name}/estimate-vram": {
-            "get": operation(
-                "llm",
-                "estimate_llm_vram",
-                "Estimate the memory a model of the store needs",
-                {
-                    "200": response("The estimate", ref("VramEstimate")),
-                    "400": error("context_size is not a positive integer, or num_gpu_layers not a non-negative one"),
-                    "404": error("The model is not in the store"),
-                },
-                parameters=[
-                    path_param("name", "File name of a model in the store (URL-encoded)"),
-                    query_param("context_size", integer(minimum=1),
-                                description="Context in tokens; default the model's own (4096 when unknown)"),
-                    query_param("num_gpu_layers", integer(minimum=0),
-                                description="Layers on the GPU; default all"),
-                    query_param("baseUrl", string(), description="Accepted and ignored"),
-                ],
-            )
-        },
-        "/api/llm/delete-model": {
-            "post": operation(
-                "llm",
-                "delete_llm_model",
-                "Delete a model from the store",
-                {
-                    "200": response('"Model <name> deleted."', ref("Confirmation")),
-                    "400": error("Body not a JSON object, or modelName not a file name (letters, digits, _ . -)"),
-                    "404": error("The model is not in the store"),
-                    "409": error("It is the active model of the local engine"),
-                },
-                request_body=json_body(ref("LlmDeleteModelRequest")),
-            )
-        },
-    }
 
 
 CHAT_STREAM_DESCRIPTION = """\
@@ -866,102 +459,6 @@ def _chats_paths() -> dict[str, Any]:
     }
 
 
-def _summary_paths() -> dict[str, Any]:
-    summary_job = path_param("job_id", "job_id returned by POST /api/summary/")
-    chat_job = path_param("job_id", "job_id of a 202 answer of POST /api/chat/")
-    unknown_summary = error("Unknown summary job")
-    queue_down = "Job queue unavailable"
-    bad_model = "model_name names no model here, or no model is configured"
-    chat_done = response("The answer", ref("ChatCompletion"))
-    chat_pending = response("Not answered yet (or canceled)", ref("ChatPending"))
-    return {
-        "/api/summary/": {
-            "post": operation(
-                "summary",
-                "create_summary",
-                "Queue a summary of a transcript",
-                {
-                    "200": response("Summary queued", ref("SummaryAccepted")),
-                    "400": error(
-                        "Body not a JSON object; nothing to summarise; a malformed transcript; an unknown format; "
-                        "max_length not an integer in 10..5000; " + bad_model
-                    ),
-                    "503": error(queue_down),
-                },
-                description="An LLM worker writes the summary (part by part when the transcript does not fit the "
-                "context) and lists its topics. Follow it with GET /api/summary/status/{job_id}, then fetch "
-                "GET /api/summary/{job_id}.",
-                request_body=json_body(ref("SummaryRequest")),
-            )
-        },
-        "/api/summary/status/{job_id}": {
-            "get": operation(
-                "summary",
-                "summary_status",
-                "Progress of a summary",
-                {"200": response("The job", ref("SummaryStatus")), "404": unknown_summary},
-                parameters=[summary_job],
-            )
-        },
-        "/api/summary/{job_id}": {
-            "get": operation(
-                "summary",
-                "summary_result",
-                "A completed summary",
-                {
-                    "200": response("The summary", ref("SummaryResult")),
-                    "404": unknown_summary,
-                    "409": error("The summary is not completed (queued, processing, failed or canceled)"),
-                },
-                parameters=[summary_job],
-            )
-        },
-        "/api/chat/models": {
-            "get": operation(
-                "summary",
-                "chat_models",
-                "Models POST /api/chat/ and POST /api/summary/ accept as model_name",
-                {"200": response("The models", ref("ChatModelList"))},
-            )
-        },
-        "/api/chat/": {
-            "post": operation(
-                "summary",
-                "chat_completion",
-                "Ask the model about a transcript",
-                {
-                    "200": chat_done,
-                    "202": chat_pending,
-                    "400": error(
-                        "Body not a JSON object; messages empty or malformed, a content over "
-                        f"{CHAT_MESSAGE_MAX} characters, or the last message not the user's; temperature not in "
-                        "0..2; max_tokens not in 1..4096; a malformed transcript; " + bad_model
-                    ),
-                    "503": error(queue_down + ", or the model could not answer"),
-                },
-                description="Waits for the answer up to PARLEY_CHAT_WAIT_S seconds (120 by default); after that "
-                "answers 202 with the job id to poll at GET /api/chat/result/{job_id}. A transcript too long for "
-                "the context is cut to its head and tail (is_truncated).",
-                request_body=json_body(ref("ChatCompletionRequest")),
-            )
-        },
-        "/api/chat/result/{job_id}": {
-            "get": operation(
-                "summary",
-                "chat_completion_result",
-                "The answer of a chat request that took too long",
-                {
-                    "200": chat_done,
-                    "202": chat_pending,
-                    "404": error("Unknown chat job"),
-                    "503": error("The model could not answer"),
-                },
-                parameters=[chat_job],
-            )
-        },
-    }
-
-
 TAGS = [
     {"name": "meta", "description": "Service health and information"},
     {"name": "transcribe", "description": "Upload audio, follow transcription jobs and fetch transcripts"},
@@ -1001,9 +498,7 @@ def openapi_document(*, server_url: str | None = None) -> dict:
     of ``servers``; a trailing slash is dropped so paths join cleanly.
     """
     paths: dict[str, Any] = {}
-    for part in (_llm_paths(),
-                 _chats_paths(), _summary_paths()):
-        paths.update(part)
+    paths.update(_chats_paths())
     from web.openapi_analysis import analysis_paths
 
     paths.update(analysis_paths())
