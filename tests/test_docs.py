@@ -209,15 +209,15 @@ def test_chats_and_summary_document_match_the_handlers():
 
 
 def test_sessions_document_matches_the_handlers():
-    """The upload's allowed part types and the transcript export formats are those web/sessions.py enforces."""
-    from web import sessions
+    """The upload's allowed part types and the transcript export formats are those the handlers enforce."""
+    from web import sessions, transcripts
 
     doc = openapi_document()
     upload = doc["paths"]["/api/sessions/upload"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert set(upload["encoding"]["audioFile"]["contentType"].split(", ")) == sessions.AUDIO_CONTENT_TYPES
     fmt = next(p for p in doc["paths"]["/api/sessions/{session_id}/transcript"]["get"]["parameters"]
                if p["name"] == "format")
-    assert set(fmt["schema"]["enum"]) == set(sessions.EXPORT_MEDIA_TYPES)
+    assert set(fmt["schema"]["enum"]) == set(transcripts.EXPORT_MEDIA_TYPES)
     for path, item in doc["paths"].items():
         for op in item.values():
             for param in op.get("parameters", []):
