@@ -183,22 +183,18 @@ def test_llm_and_chat_answers_match_their_schemas(tmp_path, monkeypatch):
 
 def test_chats_and_summary_document_match_the_handlers():
     from models import Message
-    from services import chat_context
-    from web import chats, openapi
-
-    assert openapi.CHAT_MESSAGE_MAX == chats.MAX_MESSAGE_CHARS
-    assert openapi.CHAT_NAME_MAX == chats.MAX_NAME_CHARS
-    assert (openapi.CHAT_TAGS_MAX, openapi.CHAT_TAG_MAX) == (chats.MAX_TAGS, chats.MAX_TAG_CHARS)
-    assert openapi.RESERVED_OUTPUT_TOKENS == chat_context.RESERVED_OUTPUT_TOKENS
+    from web import chats
 
     doc = openapi_document()
     schemas = doc["components"]["schemas"]
-    message = Message(id=1, chat=2, sender="user", text="hi", timestamp_ms=0)
-    assert set(chats.message_dict(message)) == set(schemas["Message"]["properties"])
-    assert schemas["Message"]["properties"]["status"]["enum"] == openapi.MESSAGE_STATES
-    assert set(openapi.CHAT_STREAM_SCHEMAS) == {
-        key for name in openapi.CHAT_STREAM_SCHEMAS.values() for key in schemas[name]["required"]
-    }
+    # A user message (its AI fields null) is answered as the document says.
+    message = chats.Message.of(Message(id=1, chat=2, sender="user", text=" hi\n", timestamp_ms=0)).model_dump()
+    assert set(message) == set(schemas["Message"]["properties"]) and message["text"] == " hi\n"
+    assert schemas["Message"]["properties"]["status"]["enum"] == list(chats.MESSAGE_STATES)
+    # Each frame of the reply stream is told apart by the one key it must carry.
+    frames = [schemas[ref["$ref"].rsplit("/", 1)[1]] for ref in schemas["ChatStreamEvent"]["oneOf"]]
+    assert [frame["required"] for frame in frames] == [["status"], ["usage"], ["thinkingChunk"], ["chunk"], ["done"],
+                                                       ["error"]]
     for path in ("/api/sessions/{session_id}/chats/{chat_id}/messages", "/api/chats/{chat_id}/messages"):
         ok = doc["paths"][path]["post"]["responses"]["200"]
         assert list(ok["content"]) == ["text/event-stream"], path
@@ -229,17 +225,18 @@ def test_sessions_document_matches_the_handlers():
 def test_analysis_document_matches_the_handlers(tmp_path, monkeypatch):
     """The analysis job shapes, limits and stream answers are those web/analysis.py gives."""
     from models import AnalysisJob, AnalysisSummary
-    from web import analysis, openapi_analysis
+    from web import analysis
 
-    assert tuple(openapi_analysis.TERMINAL_STATES) == analysis.TERMINAL
-    assert openapi_analysis.MAX_SESSIONS == analysis.MAX_SESSIONS
-    assert openapi_analysis.PROMPT_CHARS == analysis.PROMPT_CHARS
     doc = openapi_document()
     schemas = doc["components"]["schemas"]
+    create = schemas["AnalysisJobCreate"]["properties"]
+    assert create["sessionIds"]["maxItems"] == analysis.MAX_SESSIONS
+    assert (create["prompt"]["minLength"], create["prompt"]["maxLength"]) == analysis.PROMPT_CHARS
+    # A new job and summary row, their nullable columns unset, are answered as the document says.
     job = AnalysisJob(id=1, original_prompt="p" * 10, short_prompt="s", created_at_ms=0)
-    assert set(analysis.job_dict(job)) == set(schemas["AnalysisJob"]["properties"])
+    assert set(analysis.AnalysisJob.of(job).model_dump()) == set(schemas["AnalysisJob"]["properties"])
     row = AnalysisSummary(id=1, analysis_job=1, session=2)
-    assert set(analysis.summary_row(row)) == set(schemas["AnalysisSummaryRow"]["properties"])
+    assert set(analysis.AnalysisSummaryRow.of(row).model_dump()) == set(schemas["AnalysisSummaryRow"]["properties"])
     stream = doc["paths"]["/api/analysis-jobs/{job_id}/stream"]["get"]["responses"]
     assert list(stream["200"]["content"]) == ["text/event-stream"]
     assert list(stream["404"]["content"]) == ["text/plain"]

@@ -18,9 +18,9 @@ from models.statuses import TERMINAL
 from parley.timestamps import seconds
 from services import job_control
 from web import sse
-from web.declared import Documented, Field, SpecWireModel, endpoint
+from web.declared import Documented, Field, SpecWireModel, endpoint, event_stream
 from web.errors import ApiError, not_found
-from web.openapi_schema import header, sse_events, string
+from web.openapi_schema import string
 
 # The script and style sheet are served by a declared route (`dashboard.static`), not the blueprint's own.
 dashboard_bp = Blueprint("dashboard", __name__, url_prefix=None, template_folder="pages")
@@ -253,11 +253,8 @@ class DashboardCancel(Shape):
 
 
 # --- pages and streams -----------------------------------------------------------------------------
-SNAPSHOT_STREAM = Documented(
-    "`event: snapshot` frames whose data is the JSON of GET /dashboard/state",
-    {"text/event-stream": {"schema": sse_events(DashboardState, "`event: snapshot` and the state's JSON")}},
-    headers={"Cache-Control": header("no-cache, no-transform"),
-             "X-Accel-Buffering": header("no: proxies must not buffer the stream", string(enum=["no"]))})
+SNAPSHOT_STREAM = event_stream("`event: snapshot` frames whose data is the JSON of GET /dashboard/state",
+                               DashboardState, frames="`event: snapshot` and the state's JSON")
 
 
 @dashboard_bp.get("/dashboard")

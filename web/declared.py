@@ -27,11 +27,11 @@ from spectree import Response, SpecTree
 from spectree.utils import get_multidict_items
 
 from web.errors import bad_request
-from web.openapi_schema import error, operation, response
+from web.openapi_schema import error, operation, response, sse_events
 
 __all__ = ["Confirmation", "Documented", "Field", "FormModel", "ID_DIGITS", "LenientBoolean", "OutputModel",
            "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel", "declared_paths", "endpoint",
-           "lenient_integer", "lenient_number", "query_integer"]
+           "event_stream", "lenient_integer", "lenient_number", "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -163,6 +163,8 @@ def lenient_number(*, minimum: float | None = None, maximum: float | None = None
             raise ValueError(f"must be a number, got {value!r}") from None
         if not math.isfinite(number):
             raise ValueError(f"must be a finite number, got {value!r}")
+        if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
+            raise ValueError(f"must be between {minimum} and {maximum}, got {value!r}")
         return number
 
     bounds = ([] if minimum is None else [Ge(minimum)]) + ([] if maximum is None else [Le(maximum)])
@@ -225,6 +227,25 @@ class Documented:
     # OpenAPI media types, e.g. {"text/html": {"schema": {...}}}; a schema may be a model class.
     content: dict[str, Any] | None = None
     headers: dict[str, Any] | None = None
+
+
+def event_stream(description: str, data: type[BaseModel], *, frames: str | None = None,
+                 headers: dict[str, Any] | None = None) -> Documented:
+    """A Server-Sent Events response (framed by web.sse, with its headers) whose `data:` lines each hold the JSON
+    of a `data`; `frames` describes the events (by default: data lines only), `headers` the route's own."""
+    def header(text: str, **schema: Any) -> dict[str, Any]:
+        return {"description": text, "schema": {"type": "string", **schema}}
+
+    frames = frames or f"`data: <{data.__name__} JSON>` lines, each followed by a blank line"
+    return Documented(description, {"text/event-stream": {"schema": sse_events(data, frames)}}, headers={
+        **(headers or {}), "Cache-Control": header("no-cache, no-transform", example="no-cache, no-transform"),
+        "X-Accel-Buffering": header("no: proxies must not buffer the stream", enum=["no"])})
+
+
+def one_of(schema: dict[str, Any]) -> None:
+    """The `json_schema_extra` of a union whose members never overlap (a stream's frames): exactly one matches,
+    where pydantic would document any of them."""
+    schema["oneOf"] = schema.pop("anyOf")
 
 
 def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documented], json: type[WireModel] | None = None,

@@ -54,13 +54,6 @@ def session_or_404(session_id: str) -> Session:
     return session
 
 
-def json_body(kind: type, what: str):
-    body = request.get_json(silent=True)
-    if not isinstance(body, kind):
-        raise bad_request(f"the body must be a JSON {what}")
-    return body
-
-
 def noon_utc(value: str) -> str:
     """A YYYY-MM-DD date as the stored noon UTC, so the date does not shift in any time zone."""
     if not DATE.match(value):

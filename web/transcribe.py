@@ -20,9 +20,8 @@ from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, star
 from web import forms, sse
 from web.context import hub, settings
 from web.declared import (Documented, Field, FormModel, LenientBoolean, QueryModel, SpecWireModel, StoredModel,
-                          endpoint, lenient_integer, query_integer)
+                          endpoint, event_stream, lenient_integer, query_integer)
 from web.errors import ApiError, bad_request, error_body, not_found
-from web.openapi_schema import sse_events
 from web.streams import job_events
 from web.uploads import claim
 from web.websockets import sock
@@ -459,10 +458,9 @@ LIVE_DESCRIPTION = """Messages are JSON objects (schema `LiveMessage` in compone
 `seq` increases by one per event of a job, so a client can resume without gaps."""
 LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False, "description": "Resume after this event "
                  "sequence number", "schema": {"type": "integer", "minimum": 0}}
-EVENT_STREAM = Documented(
-    "Event stream; each event carries `id: <seq>`, `event: <type>` and a JSON `data:` line",
-    {"text/event-stream": {"schema": sse_events(LiveMessage, "`id: <seq>`, `event: <type>` and a LiveMessage; "
-                                                "`: heartbeat` comments between them")}})
+EVENT_STREAM = event_stream("Event stream; each event carries `id: <seq>`, `event: <type>` and a JSON `data:` line",
+                            LiveMessage, frames="`id: <seq>`, `event: <type>` and a LiveMessage; `: heartbeat` "
+                            "comments between them")
 
 
 @transcribe_bp.get("/events/<job_id>")
