@@ -2,7 +2,7 @@
 
 An endpoint declares its shapes with `@endpoint(...)`; spectree (the Flask integration) validates the request
 against them before the handler runs, serialises the model the handler returns, and generates the endpoint's
-part of the OpenAPI document (`declared_paths`). Its models inherit `WireModel`: snake_case in Python,
+part of the OpenAPI document (web.openapi). Its models inherit `WireModel`: snake_case in Python,
 camelCase on the wire. A request that does not fit gets the house 400 (`web.errors`), naming the fields.
 
 spectree was chosen over flask-openapi3, APIFlask and flask-smorest because it decorates plain Flask views:
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
 from annotated_types import Ge, Le
-from flask import Blueprint, Flask, current_app, request
+from flask import current_app, request
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, ValidationError, model_serializer
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticUseDefault
@@ -27,11 +27,11 @@ from spectree import Response, SpecTree
 from spectree.utils import get_multidict_items
 
 from web.errors import bad_request
-from web.openapi_schema import error, operation, response, sse_events
+from web.openapi_schema import sse_events
 
 __all__ = ["Confirmation", "Documented", "Field", "FormModel", "ID_DIGITS", "LenientBoolean", "OutputModel",
-           "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel", "declared_paths", "endpoint",
-           "event_stream", "lenient_integer", "lenient_number", "query_integer"]
+           "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel", "absent_not_null", "endpoint",
+           "event_stream", "lenient_integer", "lenient_number", "one_of", "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -68,7 +68,7 @@ def _optional_not_null(schema: dict[str, Any], model: type) -> None:
     required = set(schema.get("required", ()))
     for name, field in schema.get("properties", {}).items():
         if name not in required:
-            schema["properties"][name] = _absent_not_null(field)
+            schema["properties"][name] = absent_not_null(field)
 
 
 class SparseWireModel(WireModel):
@@ -215,7 +215,7 @@ api = SpecTree("flask", mode="strict", openapi_version="3.0.3", annotations=True
                nested_naming_strategy=lambda parent, child: child,
                validation_error_status=400, validation_error_model=ErrorBody, before=_refuse_invalid)
 
-_parameter_models: set[str] = set()
+parameter_models: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def endpoint(*, tag: str, responses: dict[int, tuple[Any, str] | str | Documente
             view.__doc__ = f"{inspect.cleandoc(view.__doc__ or '')}\n\n{shared_description}"
         for model in (query, form):
             if model is not None:
-                _parameter_models.add(model.__name__)
+                parameter_models.add(model.__name__)
         paths = path_parameters or {}
         descriptions = {name: spec if isinstance(spec, str) else spec[0] for name, spec in paths.items()}
         validated = api.validate(json=json, query=query, form=form, resp=Response(**models), tags=[tag],
@@ -353,127 +353,7 @@ def _unchecked(view: Callable, validated: Callable, *, query: type[BaseModel] | 
     return run
 
 
-def declared_paths(blueprints: list[Blueprint]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(paths, component schemas) of the declared endpoints of `blueprints`, in the house style of the
-    hand-written parts of the document (which still describe a blueprint's other endpoints)."""
-    app = Flask(__name__)
-    app.url_map.strict_slashes = False
-    for blueprint in blueprints:
-        app.register_blueprint(blueprint)
-    for rule in list(app.url_map.iter_rules()):
-        if getattr(rule, "websocket", False):  # spectree leaves WebSocket routes out; documented as their upgrade GET
-            app.add_url_rule(rule.rule, f"{rule.endpoint}.upgrade", app.view_functions[rule.endpoint], methods=["GET"])
-    with app.app_context():
-        spec = api.spec
-    every_schema = {name: _openapi_30(schema) for name, schema in spec["components"]["schemas"].items()}
-    paths = {path: {method: _house_style(op, app, path, method, every_schema) for method, op in item.items()}
-             for path, item in spec["paths"].items()}
-    # Query and form models become parameters and inline bodies; ErrorBody stands for the shared Error.
-    schemas = {name: schema for name, schema in every_schema.items()
-               if name != "ErrorBody" and name not in _parameter_models}
-    # spectree names a list response (TemplateList); the document writes arrays in place.
-    arrays = {f"#/components/schemas/{name}": schema for name, schema in schemas.items()
-              if schema.get("type") == "array"}
-    return _inline(paths, arrays), {name: schema for name, schema in schemas.items() if schema.get("type") != "array"}
-
-
-def _inline(node: Any, arrays: dict[str, Any]) -> Any:
-    if isinstance(node, list):
-        return [_inline(item, arrays) for item in node]
-    if not isinstance(node, dict):
-        return node
-    if node.get("$ref") in arrays:
-        return arrays[node["$ref"]]
-    return {key: _inline(value, arrays) for key, value in node.items()}
-
-
-def _house_style(op: dict[str, Any], app: Flask, path: str, method: str, schemas: dict[str, Any]) -> dict[str, Any]:
-    """One generated operation as the hand-written parts write theirs: shared Error responses, standard
-    headers, the 414 every operation can answer, forms in place."""
-    view = _view(app, path, method)
-    errors = getattr(view, "error_descriptions", {})
-    documented = getattr(view, "documented_responses", {})
-    responses = {}
-    for code, answer in op["responses"].items():
-        if code in documented:
-            responses[code] = response(documented[code].description, headers=documented[code].headers,
-                                       content=_with_models(documented[code].content, schemas))
-        elif code in errors:
-            responses[code] = error(errors[code])
-        elif code == "400":
-            continue  # spectree adds it to every endpoint; only those that declare a 400 can answer one
-        else:
-            content = answer.get("content", {}).get("application/json", {})
-            responses[code] = response(answer["description"], _openapi_30(content.get("schema")))
-    path_schemas = getattr(view, "path_schemas", {})
-    parameters = [{**{k: v for k, v in p.items() if v != ""}, "schema": _path_schema(path_schemas[p["name"]])
-                   if p["in"] == "path" and p["name"] in path_schemas else _openapi_30(_absent_not_null(p["schema"]))}
-                  for p in op.get("parameters") or []] + getattr(view, "header_parameters", [])
-    body = op.get("requestBody")
-    if body and "multipart/form-data" in body["content"]:
-        body = _form_body(body["content"]["multipart/form-data"]["schema"], view, schemas)
-    built = operation(op["tags"][0], op["operationId"], op["summary"], responses, description=_description(view),
-                      parameters=parameters or None,
-                      request_body=body)
-    if "requestBody" in built:
-        built["requestBody"]["required"] = True
-    return built
-
-
-def _with_models(node: Any, schemas: dict[str, Any]) -> Any:
-    """A Documented response's content, where any schema may be a model class: it becomes a reference, and the
-    model's schema (with those it uses) joins the components."""
-    if isinstance(node, type) and issubclass(node, BaseModel):
-        generated = node.model_json_schema(ref_template="#/components/schemas/{model}", mode="serialization")
-        for name, schema in {**generated.pop("$defs", {}), node.__name__: generated}.items():
-            schemas.setdefault(name, _openapi_30(schema))
-        return {"$ref": f"#/components/schemas/{node.__name__}"}
-    if isinstance(node, dict):
-        return {key: _with_models(value, schemas) for key, value in node.items()}
-    if isinstance(node, list):
-        return [_with_models(item, schemas) for item in node]
-    return node
-
-
-def _path_schema(schema: dict[str, Any] | Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    return schema() if callable(schema) else schema  # a callable: what it says may change (a Procfile's names)
-
-
-def _description(view: Callable) -> str | None:
-    # The docstring after its summary, with its line breaks: spectree joins the lines, which undoes a list.
-    parts = re.split(r"\n\s*\n", inspect.cleandoc(view.__doc__ or ""), maxsplit=1)
-    return parts[1].strip() if len(parts) > 1 and parts[1].strip() else None
-
-
-def _form_body(reference: dict[str, Any], view: Callable, schemas: dict[str, Any]) -> dict[str, Any]:
-    """A form's body in place: its text fields (optional ones absent, not null) and its files."""
-    files, file_types, media_type = view.form_files
-    fields = schemas[reference["$ref"].rsplit("/", 1)[1]]
-    schema = _absent_not_null_fields(fields)
-    schema["properties"] = {**{name: {"type": "string", "format": "binary", "description": description}
-                               for name, description in files.items()}, **schema.get("properties", {})}
-    required = [*files, *schema.pop("required", ())]
-    if required:  # OpenAPI 3.0 refuses an empty list
-        schema["required"] = required
-    encoding = {name: {"contentType": file_types} for name in files}
-    return {"content": {media_type: {"schema": schema, **({"encoding": encoding} if encoding else {})}}}
-
-
-def _absent_not_null_fields(schema: dict[str, Any]) -> dict[str, Any]:
-    required = set(schema.get("required", ()))
-    properties = {name: field if name in required else _absent_not_null_30(field)
-                  for name, field in schema.get("properties", {}).items()}
-    return {**schema, "properties": properties}
-
-
-def _absent_not_null_30(schema: dict[str, Any]) -> dict[str, Any]:
-    # After _openapi_30 an optional value reads {..., nullable: true, default: null}.
-    if schema.get("nullable") and schema.get("default", ...) is None:
-        return {k: v for k, v in schema.items() if k not in ("nullable", "default")}
-    return schema
-
-
-def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
+def absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
     """A query parameter (or a sparse body's field) is absent or has a value: pydantic's `X | None = None`
     means absent here, not null."""
     options = schema.get("anyOf")
@@ -482,41 +362,3 @@ def _absent_not_null(schema: dict[str, Any]) -> dict[str, Any]:
         kept = {k: v for k, v in schema.items() if k not in ("anyOf", "default")}
         return {**kept, **rest[0]} if len(rest) == 1 else {**kept, "anyOf": rest}
     return schema
-
-
-def _view(app: Flask, path: str, method: str) -> Callable:
-    for rule in app.url_map.iter_rules():
-        templated = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)  # <path:name> -> {name}
-        if templated == path and method.upper() in (rule.methods or ()):
-            return app.view_functions[rule.endpoint]
-    raise LookupError(f"no view for {method.upper()} {path}")
-
-
-def _openapi_30(schema: Any) -> Any:
-    """pydantic writes JSON Schema 2020-12; the document is OpenAPI 3.0.3: `title`s go (they repeat the
-    names), an optional value becomes `nullable`, `const` an enum of one, and a `$ref` stands alone (3.0
-    ignores its siblings)."""
-    if isinstance(schema, list):
-        return [_openapi_30(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    options = schema.get("anyOf")
-    if isinstance(options, list) and {"type": "null"} in options:
-        others = [option for option in options if option != {"type": "null"}]
-        rest = {k: v for k, v in schema.items() if k != "anyOf"}
-        kept = others[0] if len(others) == 1 else {"anyOf": others}
-        kept = {"allOf": [kept]} if "$ref" in kept else kept
-        if "enum" in kept:  # OpenAPI 3.0 takes an enum literally: a nullable one lists null
-            kept = {**kept, "enum": [*kept["enum"], None]}
-        return _openapi_30({**rest, **kept, "nullable": True})
-    if "$ref" in schema and len(schema) > 1:
-        return _openapi_30({**{k: v for k, v in schema.items() if k != "$ref"}, "allOf": [{"$ref": schema["$ref"]}]})
-    converted = {}
-    for key, value in schema.items():
-        if key == "properties":
-            converted[key] = {name: _openapi_30(item) for name, item in value.items()}
-        elif key == "const":
-            converted["enum"] = [value]
-        elif key != "title" or not isinstance(value, str):
-            converted[key] = _openapi_30(value)
-    return converted
