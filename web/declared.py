@@ -29,9 +29,10 @@ from spectree.utils import get_multidict_items
 from web.errors import bad_request
 from web.openapi_schema import sse_events
 
-__all__ = ["Confirmation", "Documented", "Field", "FormModel", "ID_DIGITS", "LenientBoolean", "OutputModel",
-           "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel", "absent_not_null", "endpoint",
-           "event_stream", "lenient_integer", "lenient_number", "one_of", "query_integer"]
+__all__ = ["Confirmation", "Documented", "Field", "FormModel", "ID_DIGITS", "LenientBoolean", "NONBLANK",
+           "OutputModel", "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel",
+           "absent_not_null", "endpoint", "event_stream", "lenient_integer", "lenient_number", "one_of",
+           "query_integer"]
 
 
 class WireModel(BaseModel):
@@ -95,6 +96,8 @@ class FormModel(QueryModel):
     model_config = ConfigDict(str_strip_whitespace=True)
 
 
+#: The pattern that documents a blank value is refused (values are trimmed before the length checks).
+NONBLANK = r"\S"
 #: The schema of an id in a path whose route takes any text and answers 400 to anything but 1 to 18 digits.
 ID_DIGITS = {"type": "string", "description": "Non-negative integer, as digits", "pattern": "^[0-9]+$",
              "maxLength": 18, "example": "1"}

@@ -13,8 +13,8 @@ from services import llm_choice, llm_config, llmstore, remote_llm
 from services.llm_config import LOCAL_BASE_URL
 from services.llm_jobs import queue_llm_job
 from web.context import settings
-from web.declared import (Confirmation, Field, QueryModel, SparseWireModel, SpecWireModel, WireModel, endpoint,
-                          lenient_integer, lenient_number, query_integer)
+from web.declared import (NONBLANK, Confirmation, Field, QueryModel, SparseWireModel, SpecWireModel, WireModel,
+                          endpoint, lenient_integer, lenient_number, query_integer)
 from web.errors import ApiError, not_found
 
 llm_bp = Blueprint("llm", __name__, url_prefix="/api/llm")
@@ -97,7 +97,7 @@ class LlmModelsQuery(QueryModel):
 class LlmSetModelRequest(WireModel):
     """The settings to change; a key left out keeps its setting, except contextSize"""
 
-    model_name: str = Field(min_length=1, pattern=r"\S", description=(
+    model_name: str = Field(min_length=1, pattern=NONBLANK, description=(
         "Model to use: a file name in the store (checked when the engine is local) or a remote server's model id; "
         "trimmed"))
     base_url: Engine = Field(None, description=(

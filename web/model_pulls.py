@@ -10,7 +10,7 @@ from models import ModelPull
 from services import model_pulls
 from services.model_sources import resolve_source
 from web.context import settings
-from web.declared import Confirmation, Field, SparseWireModel, WireModel, endpoint
+from web.declared import NONBLANK, Confirmation, Field, SparseWireModel, WireModel, endpoint
 from web.errors import not_found
 
 model_pulls_bp = Blueprint("model_pulls", __name__, url_prefix="/api/llm")
@@ -20,7 +20,7 @@ PULL_JOB = {"job_id": "jobId returned by POST /api/llm/pull-model"}
 
 
 class ModelPullRequest(WireModel):
-    model_url: str | None = Field(None, min_length=1, pattern=r"\S", description=(
+    model_url: str | None = Field(None, min_length=1, pattern=NONBLANK, description=(
         "An http(s) URL whose path ends in .gguf, or a Hugging Face name owner/repo/path/file.gguf (downloaded "
         "from {HF_ENDPOINT or https://huggingface.co}/owner/repo/resolve/main/path/file.gguf)"),
         json_schema_extra={"example": "bartowski/gemma-2-2b-it-GGUF/gemma-2-2b-it-Q4_K_M.gguf"})

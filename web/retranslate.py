@@ -12,7 +12,7 @@ from models.statuses import JobStatus
 from services import modelstore, retranscriptions
 from web import forms
 from web.context import hub, settings
-from web.declared import (Field, FormModel, QueryModel, SpecWireModel, StoredModel, endpoint, lenient_number)
+from web.declared import NONBLANK, Field, FormModel, QueryModel, SpecWireModel, StoredModel, endpoint, lenient_number
 from web.errors import ApiError
 from web.streams import wait_until_finished
 from web.transcribe import SPEC_STATE, STATE, JobState, SpecJobState, Word, receive_audio, spec_status
@@ -65,7 +65,7 @@ class RetranslateFromFullRequest(SpecWireModel):
 
 
 class SourceJob(QueryModel):
-    job_id: str = Field(min_length=1, pattern=r"\S", description="Job id returned by POST /api/transcribe/")
+    job_id: str = Field(min_length=1, pattern=NONBLANK, description="Job id returned by POST /api/transcribe/")
 
 
 ACCEPTED = (RetranslateAccepted, "The worker did not answer in time; poll /api/transcribe/status/{job_id}")

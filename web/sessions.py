@@ -19,8 +19,8 @@ from services.queue import QueueUnavailable
 from services.sessions import delete_session
 from services.transcriptions import start_transcription
 from web.context import settings
-from web.declared import (ID_DIGITS, Confirmation, Documented, Field, FormModel, OutputModel, SparseWireModel,
-                          SpecWireModel, WireModel, endpoint, lenient_number)
+from web.declared import (ID_DIGITS, NONBLANK, Confirmation, Documented, Field, FormModel, OutputModel,
+                          SparseWireModel, SpecWireModel, WireModel, endpoint, lenient_number)
 from web.errors import ApiError, bad_request, not_found
 from web.transcribe import receive_audio
 from web.uploads import safe_display_name
@@ -36,7 +36,6 @@ AUDIO_CONTENT_TYPES = {
 AUDIO_MIMETYPES = {".mp3": "audio/mpeg", ".wav": "audio/wav", ".ogg": "audio/ogg", ".m4a": "audio/mp4",
                    ".aac": "audio/aac", ".flac": "audio/flac", ".webm": "audio/webm"}
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-NONBLANK = r"\S"  # documents that a blank value is refused: values are trimmed before the length checks
 
 
 # --- lookups and validation -----------------------------------------------------------------------

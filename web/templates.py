@@ -5,7 +5,7 @@ from flask import Blueprint
 
 from models import Template as TemplateRow
 from services import templates
-from web.declared import Confirmation, Field, WireModel, endpoint
+from web.declared import NONBLANK, Confirmation, Field, WireModel, endpoint
 from web.errors import bad_request
 from web.sessions import numeric_id
 
@@ -13,7 +13,6 @@ templates_bp = Blueprint("templates", __name__, url_prefix="/api")
 
 TITLE_MAX = 200
 TEXT_MAX = 10_000
-NONBLANK = r"\S"  # documents that a blank value is refused: values are trimmed before the length checks
 
 
 class TemplateInput(WireModel):
