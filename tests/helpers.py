@@ -1,9 +1,10 @@
-"""Scoring helpers for tests: word error rate and speaker-label agreement against ground truth."""
+"""Helpers for tests: word error rate, stream readers, corrupted audio, real recordings, error answers."""
 from __future__ import annotations
 
 import json
 import re
 import threading
+import uuid
 
 import jiwer
 import requests
@@ -127,3 +128,15 @@ def real_recordings() -> dict:
 
         _recordings = {r.name: r for r in realspeech.fetch(realspeech.default_cache_dir())}
     return _recordings
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or earlier run against the same stack) uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def assert_error(response, status: int) -> None:
+    """The answer is `status` with the house error body (error and message set)."""
+    assert response.status_code == status, (response.status_code, response.text)
+    body = response.json()
+    assert body["message"] and body["error"], body
