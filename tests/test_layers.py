@@ -32,3 +32,22 @@ def test_every_module_is_in_a_layer():
             if not any(module == n or module.startswith(n + ".") for n in named):
                 unplaced.append(module)
     assert unplaced == [], "add these to a layer in .importlinter"
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_every_module_is_short_and_says_its_job():
+    """The style rule: a module over 500 lines is split by responsibility, and each starts with one line saying
+    its job (a docstring, after a script's #! line)."""
+    tracked = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    long, silent = [], []
+    for name in tracked.stdout.split():
+        lines = (ROOT / name).read_text().splitlines()
+        if len(lines) > MAX_MODULE_LINES:
+            long.append(f"{name} ({len(lines)} lines)")
+        first = next((line for line in lines if not line.startswith("#!")), "")
+        if lines and not (first.startswith('"""') and len(first.strip('"').strip()) > 10):
+            silent.append(name)
+    assert long == [], "split these by responsibility"
+    assert silent == [], "start these with a one-line docstring saying the module's job"
