@@ -60,8 +60,12 @@ class StoredModel(SpecWireModel):
 
     model_config = ConfigDict(str_strip_whitespace=False)
 
-    def model_dump_json(self, **options: Any) -> str:  # what spectree serialises a returned model with
-        return super().model_dump_json(**{"exclude_unset": True, **options})
+    # No return annotation: with one, pydantic would document the serialised body as that type.
+    @model_serializer(mode="wrap")
+    def _leave_out_unset(self, serialise: Any):  # also where the model is nested in another answer
+        unset = {field.alias or name for name, field in type(self).model_fields.items()
+                 if name not in self.model_fields_set}
+        return {key: value for key, value in serialise(self).items() if key not in unset}
 
 
 def _optional_not_null(schema: dict[str, Any], model: type) -> None:
