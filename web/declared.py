@@ -27,7 +27,7 @@ from spectree import Response, SpecTree
 from spectree.utils import get_multidict_items
 
 from web.errors import bad_request
-from web.openapi_schema import sse_events
+from web.openapi_schema import header, sse_events, string
 
 __all__ = ["Confirmation", "Documented", "Field", "FormModel", "ID_DIGITS", "LenientBoolean", "NONBLANK",
            "OutputModel", "QueryModel", "SparseWireModel", "SpecWireModel", "StoredModel", "WireModel",
@@ -240,13 +240,10 @@ def event_stream(description: str, data: type[BaseModel], *, frames: str | None 
                  headers: dict[str, Any] | None = None) -> Documented:
     """A Server-Sent Events response (framed by web.sse, with its headers) whose `data:` lines each hold the JSON
     of a `data`; `frames` describes the events (by default: data lines only), `headers` the route's own."""
-    def header(text: str, **schema: Any) -> dict[str, Any]:
-        return {"description": text, "schema": {"type": "string", **schema}}
-
     frames = frames or f"`data: <{data.__name__} JSON>` lines, each followed by a blank line"
     return Documented(description, {"text/event-stream": {"schema": sse_events(data, frames)}}, headers={
-        **(headers or {}), "Cache-Control": header("no-cache, no-transform", example="no-cache, no-transform"),
-        "X-Accel-Buffering": header("no: proxies must not buffer the stream", enum=["no"])})
+        **(headers or {}), "Cache-Control": header("no-cache, no-transform", string(example="no-cache, no-transform")),
+        "X-Accel-Buffering": header("no: proxies must not buffer the stream", string(enum=["no"]))})
 
 
 def one_of(schema: dict[str, Any]) -> None:

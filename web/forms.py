@@ -1,29 +1,11 @@
 """Reading request fields into typed values, with a 400 that names the field when one is wrong."""
 from __future__ import annotations
 
-import math
-
 from parley.config import Settings
 from parley.languages import WHISPER_LANGUAGES
 from services import modelstore
+from web.declared import INT64_MAX
 from web.errors import bad_request
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-INT64_MAX = 2 ** 63 - 1
-
-
-def as_bool(name: str, value, *, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise bad_request(f"{name} must be true or false, got {value!r}")
 
 
 def as_int(name: str, value, *, default: int | None = None, lo: int | None = None, hi: int | None = None) -> int | None:
@@ -39,20 +21,6 @@ def as_int(name: str, value, *, default: int | None = None, lo: int | None = Non
         raise bad_request(f"{name} must be between {lo} and {hi}, got {number}")
     if abs(number) > INT64_MAX:  # the database stores 64-bit integers; a larger one is an OverflowError there
         raise bad_request(f"{name} is out of range, got {number}")
-    return number
-
-
-def as_float(name: str, value, *, default: float | None = None, lo: float | None = None) -> float | None:
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise bad_request(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(number):
-        raise bad_request(f"{name} must be a finite number, got {value!r}")
-    if lo is not None and number < lo:
-        raise bad_request(f"{name} must be at least {lo}, got {number}")
     return number
 
 

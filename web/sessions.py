@@ -22,6 +22,7 @@ from web.context import settings
 from web.declared import (ID_DIGITS, NONBLANK, Confirmation, Documented, Field, FormModel, OutputModel,
                           SparseWireModel, SpecWireModel, WireModel, endpoint, lenient_number)
 from web.errors import ApiError, bad_request, not_found
+from web.openapi_schema import header, integer, string
 from web.transcribe import receive_audio
 from web.uploads import safe_display_name
 
@@ -326,16 +327,14 @@ def audio_path_or_404(session: Session):
 
 
 def _audio(description: str, *, partial: bool = False) -> Documented:
-    def header(text: str, **schema: Any) -> dict[str, Any]:
-        return {"description": text, "schema": {"type": "string", **schema}}
-
-    headers = {"Accept-Ranges": header("Always bytes", enum=["bytes"]),
-               "Content-Length": {"description": "Bytes in this response", "schema": {"type": "integer", "minimum": 0}},
+    headers = {"Accept-Ranges": header("Always bytes", string(enum=["bytes"])),
+               "Content-Length": header("Bytes in this response", integer(minimum=0)),
                "ETag": header("Entity tag of the file, for If-None-Match / If-Range"),
                "Last-Modified": header("Modification time of the file")}
     if partial:
-        headers["Content-Range"] = header("The part sent, e.g. bytes 0-1023/52311", example="bytes 0-1023/52311")
-    audio = {"schema": {"type": "string", "format": "binary", "description": "Audio bytes"}}
+        headers["Content-Range"] = header("The part sent, e.g. bytes 0-1023/52311",
+                                          string(example="bytes 0-1023/52311"))
+    audio = {"schema": string("Audio bytes", format="binary")}
     return Documented(description, {"audio/*": audio, "application/octet-stream": audio}, headers=headers)
 
 

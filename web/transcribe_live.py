@@ -71,10 +71,11 @@ class LiveQuery(QueryModel):
         "header, for clients that cannot set it)")
 
 
-def _last_seq() -> int | None:
-    raw = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
-    if raw is None or raw == "":
-        return None
+def _last_seq(query: LiveQuery) -> int | None:
+    """Where a client resumes: the Last-Event-ID header, else the query's last_event_id (validated already)."""
+    raw = request.headers.get("Last-Event-ID")
+    if not raw:
+        return query.last_event_id
     return forms.as_int("Last-Event-ID", raw, lo=0)
 
 
@@ -105,7 +106,7 @@ def job_events_sse(job_id: str, query: LiveQuery):
     The SSE twin of the WebSocket endpoint `/api/transcribe/live/{job_id}`.
     """
     job_or_404(job_id)
-    last = _last_seq()
+    last = _last_seq(query)
     stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s)
 
     def frames():
@@ -136,7 +137,7 @@ def job_live(ws, job_id: str, query: LiveQuery):
 
     WebSocket endpoint (connect with `ws://` / `wss://`).
     """
-    last = _last_seq()
+    last = _last_seq(query)
     try:
         for event in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s):
             ws.send(json.dumps(spec_event(event) if event is not None else {"type": "heartbeat"},
