@@ -1,4 +1,5 @@
-"""The 15 tables: sessions, jobs and their segments, paragraphs and events; chats; LLM work; analyses; tokens.
+"""The 18 tables: sessions, jobs and their segments, paragraphs and events; chats; LLM work; analyses; known voices;
+tokens.
 
 Every timestamp is integer milliseconds since the epoch in a column named `*_ms` (parley.timestamps).
 """
@@ -288,8 +289,58 @@ class AnalysisSummary(BaseModel):
     duration_ms = peewee.IntegerField(null=True)
 
 
+class VoiceProfile(BaseModel):
+    """A known voice: the name a user gave a speaker, recognised in later sessions (services/voices.py).
+
+    Made only when a user names a speaker (the opt-in); its voiceprints are its VoiceSample rows.
+    """
+
+    name = peewee.TextField()
+    # The API token that made it (services/api_tokens); null where no token was used. Not a foreign key:
+    # tokens stay out of backups, and a profile outlives its token's row being revoked.
+    owner_token_id = peewee.IntegerField(null=True, index=True)
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
+
+
+class VoiceSample(BaseModel):
+    """One voiceprint of a known voice: a session speaker's, copied when the user named it; deleted with it."""
+
+    profile = peewee.ForeignKeyField(VoiceProfile, backref="samples", on_delete="CASCADE")
+    # The session it came from; the voiceprint stays with the profile when that session is deleted.
+    session = peewee.ForeignKeyField(Session, null=True, backref="voice_samples", on_delete="SET NULL")
+    label = peewee.TextField()  # the speaker's label as diarization gave it (SPEAKER_n)
+    vector = JSONField()  # L2-normalised CAM++ voiceprint
+    voiced_s = peewee.DoubleField()  # seconds of speech behind it
+    created_at_ms = peewee.BigIntegerField(default=now_ms)
+
+
+class SessionVoice(BaseModel):
+    """A speaker's voiceprint in one session, and the known voice that names it, if any.
+
+    Kept so a profile can be made from the speaker later and known voices re-applied without transcribing
+    again (`parley voices apply`); deleted with the session. Not kept where PARLEY_VOICE_RECOGNITION is off.
+    """
+
+    session = peewee.ForeignKeyField(Session, backref="voices", on_delete="CASCADE")
+    label = peewee.TextField()  # the speaker's label as diarization gave it (SPEAKER_n)
+    vector = JSONField()  # L2-normalised CAM++ voiceprint
+    voiced_s = peewee.DoubleField()
+    profile = peewee.ForeignKeyField(VoiceProfile, null=True, backref="matches", on_delete="SET NULL")
+    similarity = peewee.DoubleField(null=True)  # cosine to the profile's centroid when it was recognised
+    # How clearly pieces of the speaker's solo speech split into two voices (workers/voiceprints.py); at or above
+    # services.voices.MERGE_CONTRAST the speaker is never named, and no profile is made from it. Null: not
+    # measured.
+    voice_contrast = peewee.DoubleField(null=True)
+    # The name recognition wrote into the transcript in place of `label`; kept when the profile is deleted, so
+    # `parley voices apply --undo` can still put the label back. Null: recognition named nothing here.
+    shown = peewee.TextField(null=True)
+
+    class Meta:
+        indexes = ((("session", "label"), True),)
+
+
 ALL_TABLES = [Session, Job, Segment, JobEvent, Paragraph, Chat, Message, Template, LlmSettings, LlmJob, ModelPull,
-              UsageLog, AnalysisJob, AnalysisSummary]
+              UsageLog, AnalysisJob, AnalysisSummary, VoiceProfile, VoiceSample, SessionVoice]
 
 
 class ApiToken(BaseModel):

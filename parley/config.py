@@ -76,6 +76,8 @@ class Settings(BaseSettings):
                                    "`cuda` when a GPU is visible, else `cpu`; `cpu` or `cuda` to force")
     pyannote_model: str = _var("", "PARLEY_PYANNOTE_MODEL", "a local pyannote.audio pipeline (folder or "
                                "config.yaml) used instead of sherpa-onnx on GPU hosts", shown="unset")
+    voice_recognition: bool = _var(True, "PARLEY_VOICE_RECOGNITION", "`off`: new transcriptions neither keep their "
+                                   "speakers' voiceprints nor name known voices (see Known voices)", shown="on")
 
     # --- language models --------------------------------------------------------------------------------
     llm_threads: int = _var(0, "PARLEY_LLM_THREADS", "CPU threads of the local LLM", shown="0 (llama.cpp's choice)")

@@ -3,7 +3,9 @@
 The archive (format `parley-backup`, version 2) holds one JSON member per table, an array of rows keyed
 by column name (JSON columns as JSON, ids kept), the audio files as `uploads/<file name in the audio
 directory>`, `analysis_job_sessions.json` (which sessions each analysis job covers, derived from the
-intermediate summaries) and `manifest.json` (format, version, row counts, audio files).
+intermediate summaries) and `manifest.json` (format, version, row counts, audio files). Known voices are data
+too: the voice profiles, their voiceprints and each session's speakers' voiceprints (biometric data: an archive
+must be kept as safely as the recordings it holds).
 
 Not in a backup: the LLM settings and model pulls (they describe this machine's model store, and the
 settings hold the remote server's token) and the search index (rebuilt from the rows on restore).
@@ -27,7 +29,7 @@ from typing import Iterator
 import peewee
 
 from models import (AnalysisJob, AnalysisSummary, Chat, Job, JobEvent, LlmJob, Message, Paragraph, Segment, Session,
-                    Template, UsageLog, db)
+                    SessionVoice, Template, UsageLog, VoiceProfile, VoiceSample, db)
 from parley.errors import InvalidInput
 from parley.timestamps import now_ms
 
@@ -58,9 +60,12 @@ TABLES = (
     Table("job_events.json", JobEvent), Table("transcript_paragraphs.json", Paragraph), Table("chats.json", Chat),
     Table("messages.json", Message), Table("templates.json", Template), Table("llm_jobs.json", LlmJob),
     Table("usage_logs.json", UsageLog), Table("analysis_jobs.json", AnalysisJob),
-    Table("intermediate_summaries.json", AnalysisSummary),
+    Table("intermediate_summaries.json", AnalysisSummary), Table("voice_profiles.json", VoiceProfile),
+    Table("voice_samples.json", VoiceSample), Table("session_voices.json", SessionVoice),
 )
 JSON_MEMBERS = [t.member for t in TABLES] + [ANALYSIS_JOB_SESSIONS, MANIFEST]
+#: Members an archive made before known voices lacks: restored as empty tables.
+OPTIONAL_MEMBERS = ("voice_profiles.json", "voice_samples.json", "session_voices.json")
 
 
 class BackupError(InvalidInput):

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 #: (answer key, backup member) of the rows a reset counts.
 RESET_COUNTS = (("sessions", "sessions.json"), ("chats", "chats.json"), ("messages", "messages.json"),
-                ("templates", "templates.json"), ("analysisJobs", "analysis_jobs.json"))
+                ("templates", "templates.json"), ("analysisJobs", "analysis_jobs.json"),
+                ("voiceProfiles", "voice_profiles.json"))
 
 
 def drop_queued_messages(conn: redis.Redis) -> int:
@@ -62,8 +63,9 @@ def after_restore(conn: redis.Redis) -> tuple[int | None, list[str]]:
 
 
 def reset_all_data(conn: redis.Redis, audio_dir: Path) -> tuple[dict[str, int], list[str]]:
-    """Delete every session, transcript, chat, template, analysis and recording; keep the system templates,
-    the LLM settings and the models. Returns (counts of what went, errors of the steps that failed)."""
+    """Delete every session, transcript, chat, template, analysis, recording and known voice (its voiceprints
+    too); keep the system templates, the LLM settings and the models. Returns (counts of what went, errors of
+    the steps that failed)."""
     errors: list[str] = []
     counts: dict[str, int] = {}
     try:

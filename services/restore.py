@@ -24,8 +24,8 @@ from models import db
 from models.tables import JSONField
 
 from services.backup import (ANALYSIS_JOB_SESSIONS, CHUNK, DEFAULT_MAX_JSON_BYTES, FORMAT, INSERT_BATCH,
-                             JSON_MEMBERS, MANIFEST, SAFE_FILE_NAME, TABLES, UPLOADS, VERSION, BackupError, Table,
-                             _fields, is_postgres, write_transaction)
+                             JSON_MEMBERS, MANIFEST, OPTIONAL_MEMBERS, SAFE_FILE_NAME, TABLES, UPLOADS, VERSION,
+                             BackupError, Table, _fields, is_postgres, write_transaction)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def read_archive(path: Path, work_dir: Path, *, max_audio_bytes: int,
     try:
         parsed, audio = _read_members(path, staging / "audio", max_audio_bytes=max_audio_bytes,
                                       max_json_bytes=max_json_bytes)
+        for member in OPTIONAL_MEMBERS:
+            parsed.setdefault(member, [])
         missing = [m for m in JSON_MEMBERS if m not in parsed]
         if missing:
             raise BackupError(missing[0], "the archive lacks this member (is it a Parley backup?)")

@@ -35,9 +35,13 @@ def today_noon_utc() -> str:
 
 
 def start_transcription(upload: StoredAudio, *, model_name: str, language: str | None, diarize: bool,
-                        num_speakers: int | None, session_fields: dict) -> tuple[Session, Job]:
+                        num_speakers: int | None, session_fields: dict,
+                        owner_token_id: int | None = None) -> tuple[Session, Job]:
     """Create the session and its job, log the first event and send the job; nothing is left if any step fails
-    (QueueUnavailable when Redis does not take the message)."""
+    (QueueUnavailable when Redis does not take the message).
+
+    owner_token_id: the API token that asked for it (None without tokens): its speakers are compared with that
+    token's voice profiles only (services.voice_labels)."""
     try:
         with db.atomic():
             session = Session.create(
@@ -49,6 +53,7 @@ def start_transcription(upload: StoredAudio, *, model_name: str, language: str |
                 id=str(uuid.uuid4()), session=session, kind="transcribe", model_name=model_name, language=language,
                 diarize=diarize, num_speakers=num_speakers, audio_path=upload.stored_name,
                 audio_sha256=upload.sha256, message="Queued for transcription",
+                params={} if owner_token_id is None else {"owner_token_id": owner_token_id},
             )
             session.whisper_job_id = job.id
             session.save(only=[Session.whisper_job_id])

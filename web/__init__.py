@@ -90,10 +90,11 @@ def api_blueprints() -> list[Blueprint]:
     from web.transcribe_live import live_bp
     from web.transcripts import transcripts_bp
     from web.usage import usage_bp
+    from web.voices import voices_bp
 
     return [meta_bp, docs_bp, transcribe_bp, live_bp, retranslate_bp, sessions_bp, transcripts_bp, templates_bp,
-            usage_bp, model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp, admin_bp,
-            processes_bp, metrics_bp, dashboard_bp]
+            usage_bp, voices_bp, model_pulls_bp, llm_bp, chats_bp, summary_bp, analysis_bp, search_bp, system_bp,
+            admin_bp, processes_bp, metrics_bp, dashboard_bp]
 
 
 #: The longest path and query string answered; a longer one gets a JSON 414. gunicorn refuses request

@@ -140,6 +140,12 @@ def _check_access():
     return None
 
 
+def token_id() -> int | None:
+    """The id of the API token this request came with; None where it came without one (no tokens in use)."""
+    info = g.get("token")
+    return info.id if info is not None else None
+
+
 def _same_origin() -> bool:
     origin = request.headers.get("Origin")
     return origin is None or origin.rstrip("/") == request.host_url.rstrip("/")

@@ -14,10 +14,11 @@ from werkzeug.http import parse_range_header
 from jobs.heartbeats import alive_workers
 from models import Chat, Job, Session, db
 from parley.timestamps import now_ms
-from services import search, transcript_edits
+from services import search, transcript_edits, voice_labels
 from services.queue import QueueUnavailable
 from services.sessions import delete_session
 from services.transcriptions import start_transcription
+from web.auth import token_id
 from web.context import settings
 from web.declared import (ID_DIGITS, NONBLANK, Confirmation, Documented, Field, FormModel, OutputModel,
                           SparseWireModel, SpecWireModel, WireModel, endpoint, lenient_number)
@@ -130,10 +131,19 @@ class SessionChatMeta(OutputModel):
         return cls(id=chat.id, session_id=chat.session_id, timestamp=chat.timestamp_ms, name=chat.name)
 
 
+class KnownVoice(OutputModel):
+    """A speaker of the session named after a known voice (a voice profile, /api/voices)."""
+
+    speaker: str = Field(description="The speaker's label: the profile's name")
+    profile_id: int | None = Field(description="The voice profile that matched (null: deleted since)")
+    similarity: float = Field(description="Cosine similarity of the speaker's voiceprint and the profile's voice")
+
+
 class SessionDetail(SessionMeta):
     """A session with its chats."""
 
     chats: list[SessionChatMeta] = Field(description="The session's chats, newest first")
+    known_voices: list[KnownVoice] = Field(description="Speakers named after known voices; empty when none was")
 
 
 class SessionUploadForm(FormModel):
@@ -265,7 +275,8 @@ def upload_session(form: SessionUploadForm):
         raise
     cfg = settings()
     session, _ = start_transcription(upload, model_name=cfg.default_model, language=None, diarize=diarize,
-                                     num_speakers=speakers if diarize else None, session_fields=fields)
+                                     num_speakers=speakers if diarize else None, session_fields=fields,
+                                     owner_token_id=token_id())
     return SessionUploadAccepted(session_id=session.id, message="Upload successful, transcription queued."), 202
 
 
@@ -276,7 +287,8 @@ def get_session(session_id: str):
     """A session with its chats"""
     session = session_or_404(session_id)
     chats = Chat.select().where(Chat.session == session.id).order_by(Chat.timestamp_ms.desc(), Chat.id.desc())
-    return SessionDetail(**dict(SessionMeta.of(session)), chats=[SessionChatMeta.of(c) for c in chats])
+    return SessionDetail(**dict(SessionMeta.of(session)), chats=[SessionChatMeta.of(c) for c in chats],
+                         known_voices=voice_labels.recognised(session.id))
 
 
 @sessions_bp.put("/sessions/<session_id>/metadata")

@@ -12,10 +12,11 @@ from models import Job, Segment as SegmentRow
 from models.statuses import JobStatus as Status
 from parley import formats
 from parley.timestamps import seconds
-from services import events, modelstore
+from services import events, modelstore, voice_labels
 from services.media import MediaError, probe
 from services.transcriptions import TRANSCRIPTION_API_SESSION, StoredAudio, start_transcription, today_noon_utc
 from web import forms
+from web.auth import token_id
 from web.context import hub, settings
 from web.declared import (Documented, Field, FormModel, LenientBoolean, QueryModel, SpecWireModel, StoredModel,
                           endpoint, lenient_integer, query_integer)
@@ -89,6 +90,15 @@ class Segment(StoredModel):
                                         "(overlapped speech); `speaker` is the dominant one. Empty when none")
 
 
+class KnownVoice(SpecWireModel):
+    """A speaker named after a known voice (a voice profile, /api/voices)."""
+
+    speaker: str = Field(description="The speaker's label: the profile's name")
+    profile_id: int | None = Field(description="The voice profile that matched (null: deleted since)")
+    similarity: float = Field(description="Cosine similarity of the speaker's voiceprint and the profile's voice; "
+                                          "it is also folded into the segments' speaker_confidence")
+
+
 class Transcript(StoredModel):
     """A completed job's transcript."""
 
@@ -99,6 +109,7 @@ class Transcript(StoredModel):
     language: str | None = Field(description="Detected or requested language (ISO 639-1)")
     audio_duration: float | None = Field(description="Audio duration in seconds")
     model_used: str = Field(description="Model that produced the transcript")
+    voices: list[KnownVoice] = Field(description="Speakers named after known voices; empty when none was")
 
 
 class TranscriptionForm(FormModel):
@@ -247,6 +258,7 @@ def create_job(form: TranscriptionForm):
         upload, model_name=model_name, language=language, diarize=form.diarize, num_speakers=form.num_speakers,
         session_fields={"session_name": Path(upload.original_name).stem, "date": today_noon_utc(),
                         **TRANSCRIPTION_API_SESSION},
+        owner_token_id=token_id(),
     )
     return JobAccepted.model_validate(spec_status({
         "job_id": job.id, "status": job.status, "message": f"Transcription queued (position {queue_position(job)})"}))
@@ -352,7 +364,8 @@ def job_result(job_id: str, query: ResultQuery):
         return Transcript.model_validate({
             "job_id": job.id, "status": job.status, "segments": segments,
             "text": " ".join(s["text"] for s in segments), "language": job.detected_language or job.language,
-            "audio_duration": job.audio_duration, "model_used": job.model_name})
+            "audio_duration": job.audio_duration, "model_used": job.model_name,
+            "voices": voice_labels.recognised(job.session_id)})
     render = {"srt": formats.to_srt, "vtt": formats.to_vtt, "txt": formats.to_txt}[query.format]
     mimetype = {"srt": "text/plain", "vtt": "text/vtt", "txt": "text/plain"}[query.format]
     stem = Path(job.session.file_name).stem if job.session_id else job.id

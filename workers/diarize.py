@@ -16,7 +16,8 @@ for the final labels.
 Public API:
 
 - ``diarize(audio, *, num_speakers=None, threshold=CLUSTER_THRESHOLD, offset=0.0) -> Diarization``
-- ``SpeakerTracker(*, num_speakers=None)``: ``add(index, diarization)``, ``turns()``, ``final_turns()``
+- ``SpeakerTracker(*, num_speakers=None)``: ``add(index, diarization)``, ``turns()``, ``final_turns()``,
+  ``final_voices()``
 - ``available(model_dir)``, ``warm_up(model_dir)``
 """
 from __future__ import annotations
@@ -202,9 +203,37 @@ class SpeakerTracker:
 
     def final_turns(self) -> list[SpeakerTurn]:
         """All turns under final names: one chunk keeps its own clustering; several are clustered by voice."""
+        labelled, _ = self._final_clusters()
+        names = _names_by_first_appearance(labelled)
+        return [SpeakerTurn(t.start, t.end, names[c]) for t, c in sorted(labelled, key=lambda item: item[0].start)]
+
+    def final_voices(self) -> dict[str, tuple[np.ndarray, float]]:
+        """Each final speaker's voiceprint: {label: (vector, voiced_s)}, labels as `final_turns` gives them.
+
+        The vector is the L2-normalised mean of the chunk voices the final clustering gave that speaker, each
+        weighted by its seconds of speech; voiced_s is their sum. A speaker none of whose chunks had enough
+        solo speech for a voice has no entry.
+        """
+        labelled, clusters = self._final_clusters()
+        names = _names_by_first_appearance(labelled)
+        sums: dict[int, np.ndarray] = {}
+        seconds: dict[int, float] = {}
+        for (i, name), cluster in clusters.items():
+            d = self.chunks[i]
+            sums[cluster] = sums.get(cluster, 0.0) + d.voiced_s[name] * d.voices[name]
+            seconds[cluster] = seconds.get(cluster, 0.0) + d.voiced_s[name]
+        out = {}
+        for cluster, total in sums.items():
+            norm = float(np.linalg.norm(total))
+            if cluster in names and norm > 0:
+                out[names[cluster]] = (total / norm, seconds[cluster])
+        return out
+
+    def _final_clusters(self) -> tuple[list[tuple[SpeakerTurn, int]], dict[tuple[int, str], int]]:
+        """Every turn with its final cluster, and the cluster of each chunk voice (chunk index, local name)."""
         if len(self.chunks) == 1:
-            (only,) = self.chunks.values()
-            return _named_by_first_appearance([(t, int(t.speaker)) for t in only.turns])
+            ((index, only),) = self.chunks.items()
+            return [(t, int(t.speaker)) for t in only.turns], {(index, n): int(n) for n in only.voices}
         keys = [(i, name) for i in sorted(self.chunks) for name in self.chunks[i].voices]
         cluster = self._cluster(keys) if len(keys) > 1 else {key: 0 for key in keys}
         labelled = []
@@ -214,7 +243,7 @@ class SpeakerTracker:
             for t in d.turns:
                 key = (i, t.speaker) if (i, t.speaker) in cluster else (i, main)
                 labelled.append((t, cluster.get(key, -1)))
-        return _named_by_first_appearance(labelled)
+        return labelled, cluster
 
     def _cluster(self, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
         from scipy.cluster.hierarchy import fcluster, linkage
@@ -230,10 +259,9 @@ class SpeakerTracker:
         return {key: int(label) - 1 for key, label in zip(keys, labels)}
 
 
-def _named_by_first_appearance(labelled: list[tuple[SpeakerTurn, int]]) -> list[SpeakerTurn]:
+def _names_by_first_appearance(labelled: list[tuple[SpeakerTurn, int]]) -> dict[int, str]:
+    """Final names SPEAKER_1, SPEAKER_2, ... for clusters, in order of their first turn."""
     names: dict[int, str] = {}
-    out = []
     for turn, cluster in sorted(labelled, key=lambda item: item[0].start):
-        name = names.setdefault(cluster, f"SPEAKER_{len(names) + 1}")
-        out.append(SpeakerTurn(turn.start, turn.end, name))
-    return out
+        names.setdefault(cluster, f"SPEAKER_{len(names) + 1}")
+    return names

@@ -14,9 +14,9 @@ from models.statuses import JobStatus, SessionStatus
 from parley.config import Settings, get_settings
 from parley.errors import Canceled, ParleyError
 from parley.timestamps import now_ms
-from services import events, modelstore, search, sessions, usage
+from services import events, modelstore, search, sessions, usage, voice_labels
 from services.media import MediaError
-from workers import asr, diarize, turns
+from workers import asr, diarize, turns, voiceprints
 from workers.audio import SAMPLE_RATE, decode, plan_chunks
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,8 @@ def _transcribe(job: Job, settings: Settings) -> None:
 
     if tracker is not None and next_idx > 0:
         events.emit_status(job, message="Identifying speakers...", progress=asr_share)
-        _label_speakers(job, tracker.final_turns())
+        final, voices = tracker.final_turns(), tracker.final_voices()
+        _label_speakers(job, final, voices, _split_contrasts(audio, final, voices, settings))
     _complete(job)
 
 
@@ -220,17 +221,42 @@ def _diarize_chunk(job: Job, settings: Settings, audio, index: int,
     return tracker.add(index, found)
 
 
-def _label_speakers(job: Job, final_turns: list[turns.SpeakerTurn]) -> None:
-    """Relabel every segment with the final speakers; the labelled transcript replaces the provisional one."""
+def _split_contrasts(audio, final_turns: list[turns.SpeakerTurn], voices: dict,
+                     settings: Settings) -> dict[str, float | None]:
+    """Per speaker with a voiceprint, how clearly it holds two voices (workers/voiceprints.py), for known voices;
+    nothing where recognition is off (no voiceprint is kept then)."""
+    if not settings.voice_recognition:
+        return {}
+    return {label: voiceprints.split_contrast(voiceprints.speaker_pieces(audio, final_turns, label,
+                                                                         model_dir=settings.model_dir))
+            for label in sorted(voices)}
+
+
+def _label_speakers(job: Job, final_turns: list[turns.SpeakerTurn], voices: dict[str, tuple[object, float]],
+                    contrasts: dict[str, float | None]) -> None:
+    """Relabel every segment with the final speakers; the labelled transcript replaces the provisional one.
+
+    Speakers recognised as the owner's known voices take the profile's name; their segments' confidence is
+    multiplied by the voice's similarity. Each speaker's voiceprint is kept with the session (voice_labels).
+    """
+    known = voice_labels.recognise(job.session_id, voices, contrasts)
+    named = [turns.SpeakerTurn(t.start, t.end, known[t.speaker].name if t.speaker in known else t.speaker)
+             for t in final_turns]
+    similarity = {m.name: m.similarity for m in known.values()}
     rows = list(Segment.select().where(Segment.job == job.id).order_by(Segment.idx))
     fields = ("chunk_index", "start", "end", "text", "words", "avg_logprob", "no_speech_prob")
     segments = [{name: getattr(row, name) for name in fields} for row in rows]
-    labelled = turns.label_segments(segments, final_turns)
+    labelled = turns.label_segments(segments, named)
+    for seg in labelled:
+        if seg.get("speaker") in similarity and seg.get("speaker_confidence") is not None:
+            seg["speaker_confidence"] *= max(0.0, similarity[seg["speaker"]])  # a confidence stays in [0, 1]
     with db.atomic():
         Segment.delete().where(Segment.job == job.id).execute()
         created = [Segment.create(job=job.id, idx=idx, **seg) for idx, seg in enumerate(labelled)]
+        voice_labels.keep(job.session_id, voices, contrasts, known)
         # Live clients swap their provisional segments for these (ids may change where segments split).
-        event = events.record(job.id, "speakers", {"segments": [s.as_dict() for s in created]})
+        event = events.record(job.id, "speakers", {"segments": [s.as_dict() for s in created],
+                                                   "voices": voice_labels.recognised(job.session_id)})
     events.publish(event)
 
 

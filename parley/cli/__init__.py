@@ -31,6 +31,6 @@ def main() -> None:
 
 
 # The commands register themselves on `main` when their modules are imported.
-from parley.cli import data, setup  # noqa: E402
+from parley.cli import data, setup, voices  # noqa: E402
 
-__all__ = ["data", "main", "open_db", "setup", "when"]
+__all__ = ["data", "main", "open_db", "setup", "voices", "when"]

@@ -47,6 +47,8 @@ What is measured, and how:
    with the scored files' ECE and Brier under the fitted constants.
 4. Time: wall seconds and real-time factor (seconds per audio second) of diarization (new, previous) and of
    transcription per model and path; the peak RSS of this process (and of the baseline subprocess).
+5. Known voices (not with --quick; --no-voices skips it): scripts/bench/voices.py's held-out false accepts and
+   rejects of speaker recognition at its chosen threshold and minimum speech, beside its baseline threshold.
 
 Targets (scored files): pooled DER at collar 0.25 <= 20% on the multi-speaker set and <= 10% on the
 two-person conversations; the right speaker count on >= 80% of files when it is not given; WER through
@@ -55,6 +57,7 @@ the benchmark itself fails.
 
     .venv/bin/python scripts/bench/quality.py [--quick] [--models tiny.en,base] [--speaker-model tiny.en]
         [--baseline-ref 63ee16f] [--no-baseline] [--no-ablation] [--calibrate] [--sweep 0.3,0.4,0.5,0.6]
+        [--no-voices]
 """
 from __future__ import annotations
 
@@ -186,6 +189,8 @@ def parse_args() -> argparse.Namespace:
                         help="fit speaker_confidence on the tune files and print the constants for workers/turns.py")
     parser.add_argument("--sweep", default="",
                         help="comma-separated diarization thresholds to try on the TUNE files (count estimated)")
+    parser.add_argument("--no-voices", action="store_true",
+                        help="skip the known-voices FA/FR section (scripts/bench/voices.py; off with --quick)")
     return parser.parse_args()
 
 
@@ -280,6 +285,10 @@ def main() -> int:
         sweep([r for r in recs if r.split == "tune"], audio, [float(x) for x in args.sweep.split(",")])
     report_time(res, args.baseline_ref, run_started)
     report_targets(res, ders, count_share)
+    if not (args.quick or args.no_voices):
+        import voices  # its own real-voice set (realvoices.py); voiceprints are cached between runs
+
+        voices.quality_hook()
     return 0
 
 
