@@ -127,7 +127,8 @@ class Settings(BaseSettings):
                                          aliases=("prometheus_multiproc_dir",))
     bind: str | None = _var(None, "PARLEY_BIND", "address of the web tier (Procfile)", shown="127.0.0.1:8000")
     web_processes: int = _var(2, "PARLEY_WEB_PROCESSES", "gunicorn processes of the web tier (Procfile)")
-    web_threads: int = _var(64, "PARLEY_WEB_THREADS", "threads per web process; each open stream holds one (Procfile)")
+    web_connections: int = _var(5000, "PARLEY_WEB_CONNECTIONS", "connections (open streams and requests) one web "
+                                "process serves at once (Procfile; gevent worker)")
 
     # --- processes and queues -------------------------------------------------------------------------------
     procfile: Path = _var(Path("Procfile"), "PARLEY_PROCFILE",

@@ -146,9 +146,10 @@ class Stack:
         self.session = requests.Session()  # for the verbs without a helper below: session.patch(stack.url(...))
 
     def start_web(self) -> None:
+        # The Procfile's worker class (gevent: a greenlet per connection), in one process.
         self.web = Process("web", [str(VENV_BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-                                   "--worker-class", "gthread", "--workers", "1",
-                                   "--threads", "32", "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "2",
+                                   "--worker-class", "gevent", "--workers", "1", "--worker-connections", "2000",
+                                   "--bind", f"127.0.0.1:{self.port}", "--graceful-timeout", "2",
                                    "--no-control-socket", "web:create_app()"], self.web_env(), self.tmp)
         wait_until(self._healthy, timeout=60, what=f"web tier ({self.web.log_path})")
 

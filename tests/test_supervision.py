@@ -46,7 +46,7 @@ class StartedStack:
             **os.environ,
             "PARLEY_PROCFILE": str(self.procfile), "PARLEY_DATA_DIR": str(self.data_dir),
             "PARLEY_MODEL_DIR": str(MODEL_DIR), "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
-            "PARLEY_BIND": f"127.0.0.1:{self.port}", "PARLEY_WEB_PROCESSES": "1", "PARLEY_WEB_THREADS": "16",
+            "PARLEY_BIND": f"127.0.0.1:{self.port}", "PARLEY_WEB_PROCESSES": "1", "PARLEY_WEB_CONNECTIONS": "200",
             "PARLEY_CPU_THREADS": "2", "PARLEY_CHUNK_SECONDS": "30", "PARLEY_RATE_LIMIT": "100000 per minute",
             # A killed worker's message goes back to the queue within seconds, not a minute.
             "PARLEY_BROKER_HEARTBEAT_TIMEOUT_MS": "3000", "PARLEY_BROKER_MAINTENANCE_CHANCE": "1000000",

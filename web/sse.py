@@ -5,6 +5,8 @@ import json
 
 from flask import Response, stream_with_context
 
+from web.streams import release_db_connection
+
 #: Headers of every event stream: no caching, no buffering in a reverse proxy (nginx honours X-Accel-Buffering).
 STREAM_HEADERS = {"Cache-Control": "no-cache, no-transform", "X-Accel-Buffering": "no"}
 
@@ -35,6 +37,16 @@ def retry(milliseconds: int) -> str:
 
 
 def response(frames, *, headers: dict | None = None) -> Response:
-    """A text/event-stream response relaying `frames` (strings made by the functions above)."""
-    return Response(stream_with_context(frames), mimetype="text/event-stream",
+    """A text/event-stream response relaying `frames` (strings made by the functions above, or their bytes).
+
+    The request's database connection is given back before each frame goes out: a stream lives for
+    minutes, mostly waiting, and must not hold one of the process's pooled connections meanwhile.
+    """
+    return Response(stream_with_context(_releasing_db(frames)), mimetype="text/event-stream",
                     headers={**STREAM_HEADERS, **(headers or {})})
+
+
+def _releasing_db(frames):
+    for frame in frames:
+        release_db_connection()
+        yield frame

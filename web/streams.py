@@ -4,6 +4,11 @@ A client first registers with the hub, then reads the job's event log from the d
 live events. Registering first means nothing published during the log read is missed; skipping
 sequence numbers already sent means nothing is repeated; a jump in sequence numbers (a message lost
 while Redis reconnected) sends the client back to the log.
+
+Under gunicorn's gevent worker (the Procfile's) every thread here is a greenlet and every blocking call
+yields, so a stream costs a queue and a parked greenlet, not a thread. A live event reaches all of a
+process's clients as one `Published` object, so each wire format is encoded once per process, not once
+per client.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import peewee
 import redis
@@ -27,7 +33,30 @@ log = logging.getLogger(__name__)
 
 RESYNC = {"type": "_resync"}  # put to every client when the subscription was broken: re-read the log
 HEARTBEAT = None
+T = TypeVar("T")
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0  # the event hub's waits between tries to reach Redis again
+
+
+class Published(dict):
+    """A live event as the hub hands it to every client of the process: the same object to all of them.
+
+    It is the event's dict (consumers read it as one); `encoded` keeps each encoding made for one client
+    for the next ones.
+    """
+
+    __slots__ = ("_encodings",)
+
+    def __init__(self, event: dict):
+        super().__init__(event)
+        self._encodings: dict[Callable, object] = {}
+
+    def encoded(self, encode: Callable[[dict], T]) -> T:
+        # Two threads (gthread worker) may both encode the first time; the results are equal.
+        try:
+            return self._encodings[encode]
+        except KeyError:
+            value = self._encodings[encode] = encode(self)
+            return value
 
 
 class EventHub:
@@ -117,7 +146,7 @@ class EventHub:
                     event = json.loads(message["data"])
                 except (TypeError, ValueError):
                     continue
-                self._deliver(event.get("job_id", ""), event)
+                self._deliver(event.get("job_id", ""), Published(event))
         finally:
             conn.close()
 
@@ -128,6 +157,16 @@ def _drain(q: queue.Queue) -> None:
             q.get_nowait()
     except queue.Empty:
         pass
+
+
+def release_db_connection() -> None:
+    """Give back this request's database connection (to its pool, under gevent) unless a transaction is open.
+
+    Streams call it before they wait: a stream lives for minutes, and under the gevent worker each one is a
+    greenlet of its own, so connections kept would be one per client.
+    """
+    if not db.is_closed() and not db.in_transaction():
+        db.close()
 
 
 def _read_log(job_id: str, *, after: int, compact: bool) -> list[dict]:
@@ -151,11 +190,15 @@ def _read_log_patiently(job_id: str, *, after: int, compact: bool, heartbeat_s: 
             time.sleep(heartbeat_s)
 
 
-def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s: float) -> Iterator[dict | None]:
-    """Events of one job, in order, each once; None means "send a heartbeat". Ends after a terminal status.
+def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s: float,
+               encode: Callable[[dict], T]) -> Iterator[T | None]:
+    """A job's events, in order, each once, as `encode(event)`; None means "send a heartbeat". Ends after a
+    terminal status.
 
     `last_seq` is the last sequence number the client already has (SSE Last-Event-ID), or None for a
-    new client, which gets the compacted log: the current status and every segment so far.
+    new client, which gets the compacted log: the current status and every segment so far. `encode` must
+    be the same function object for every client of a format (a module-level function): a live event is
+    encoded once per process and format, and that encoding is sent to every client.
     """
     q = hub.register(job_id)
     try:
@@ -167,7 +210,7 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
                 if event["seq"] <= sent:
                     continue
                 sent = event["seq"]
-                yield event
+                yield event.encoded(encode) if isinstance(event, Published) else encode(event)
                 if events.is_terminal(event):
                     return
             try:

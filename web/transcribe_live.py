@@ -11,8 +11,9 @@ from simple_websocket import ConnectionClosed
 from web import forms, sse
 from web.context import hub, settings
 from web.declared import Documented, Field, QueryModel, SpecWireModel, endpoint, event_stream, query_integer
-from web.streams import job_events
-from web.transcribe import (JOB_ID, SEQ, SPEC_STATE, STATE, UNKNOWN_JOB, ChunkInfo, JobState, Segment, SpecJobState,
+from web.streams import job_events, release_db_connection
+from web.transcribe import (JOB_ID, SEQ, SPEC_STATE, STATE, UNKNOWN_JOB, ChunkInfo, JobState, KnownVoice, Segment,
+                            SpecJobState,
                             job_or_404, spec_event)
 from web.websockets import sock
 
@@ -50,6 +51,8 @@ class LiveSpeakersMessage(SpecWireModel):
     type: Literal["speakers"]
     seq: int = Field(ge=0, description=SEQ)
     segments: list[SpeakerLabel] = Field(description="Updated speaker labels for earlier segments")
+    voices: list[KnownVoice] = Field(default_factory=list, description="Speakers named after known voices "
+                                     "(GET /api/voices); absent in logs of jobs from before known voices")
 
 
 class LiveHeartbeatMessage(SpecWireModel):
@@ -107,18 +110,28 @@ def job_events_sse(job_id: str, query: LiveQuery):
     """
     job_or_404(job_id)
     last = _last_seq(query)
-    stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s)
+    stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s, encode=_sse_frame)
 
     def frames():
         yield sse.retry(2000)  # how soon EventSource reconnects
-        for event in stream:
-            if event is None:
-                yield sse.comment("heartbeat")
-            else:
-                event = spec_event(event)
-                yield sse.event(event, name=event["type"], id=event["seq"])
+        for frame in stream:
+            yield HEARTBEAT_FRAME if frame is None else frame
 
     return sse.response(frames())
+
+
+HEARTBEAT_FRAME = sse.comment("heartbeat").encode()
+HEARTBEAT_MESSAGE = json.dumps({"type": "heartbeat"}, separators=(",", ":"))
+
+
+def _sse_frame(event: dict) -> bytes:
+    """An event as an SSE frame (bytes: the WSGI server writes them as they are)."""
+    event = spec_event(event)
+    return sse.event(event, name=event["type"], id=event["seq"]).encode()
+
+
+def _ws_message(event: dict) -> str:
+    return json.dumps(spec_event(event), separators=(",", ":"))
 
 
 @live_bp.before_request
@@ -138,10 +151,11 @@ def job_live(ws, job_id: str, query: LiveQuery):
     WebSocket endpoint (connect with `ws://` / `wss://`).
     """
     last = _last_seq(query)
+    release_db_connection()  # the handler runs for the stream's life (sse.response does this for SSE)
     try:
-        for event in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s):
-            ws.send(json.dumps(spec_event(event) if event is not None else {"type": "heartbeat"},
-                               separators=(",", ":")))
+        for message in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s,
+                                  encode=_ws_message):
+            ws.send(HEARTBEAT_MESSAGE if message is None else message)
         ws.close(reason=1000, message="job finished")
     except ConnectionClosed:
         pass

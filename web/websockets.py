@@ -1,4 +1,34 @@
 """The flask-sock extension: blueprints declare WebSocket routes on `sock`, and create_app binds it to the app."""
+from flask import request
 from flask_sock import Sock
 
 sock = Sock()
+
+
+class WholeWrites:
+    """A connection's socket whose `send` writes all of the data.
+
+    simple-websocket writes each frame with one `socket.send` and ignores a partial write; under the gevent
+    worker a send to a client whose window is full writes part of the frame, and the rest of that client's
+    stream is garbage. Everything else goes to the socket itself.
+    """
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def send(self, data) -> int:
+        self._raw.sendall(data)
+        return len(data)
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
+
+
+def whole_writes_for_websockets() -> None:
+    """A before_request hook: a WebSocket upgrade's connection gets written through WholeWrites (simple-websocket
+    takes `werkzeug.socket` before gunicorn's own)."""
+    environ = request.environ
+    raw = environ.get("gunicorn.socket")
+    if raw is not None and "werkzeug.socket" not in environ and \
+            request.headers.get("Upgrade", "").lower() == "websocket":
+        environ["werkzeug.socket"] = WholeWrites(raw)

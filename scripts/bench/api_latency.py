@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Benchmark: status polling and session listing with many concurrent clients against the production web shape.
 
-Starts a real stack (redis-server + gunicorn with the Procfile's `web:` flags: PARLEY_WEB_PROCESSES x
-PARLEY_WEB_THREADS gthreads, default 2 x 64), seeds sessions and jobs by inserting rows straight into the
-stack's database with peewee (faster than uploading, and the routes read the same rows), then runs:
+Starts a real stack (redis-server + gunicorn with the Procfile's `web:` flags: gevent workers,
+PARLEY_WEB_PROCESSES x PARLEY_WEB_CONNECTIONS, default 2 x 5000; `--worker-class gthread` for the old
+2 x 64 threads), seeds sessions and jobs by inserting rows straight into the stack's database with peewee
+(faster than uploading, and the routes read the same rows), then runs:
 
 0. a warm-up (`--warmup-seconds`, not counted): every gunicorn thread's first request is slow;
 1. a baseline: one client alone (unloaded latency);
@@ -43,24 +44,58 @@ from conftest import VENV_BIN, Process, RedisServer, Stack, wait_until  # noqa: 
 TARGET_P99_MS = 50.0
 
 
-def procfile_web_shape() -> tuple[int, int]:
-    """(processes, threads) the Procfile's `web:` line uses when PARLEY_WEB_PROCESSES/THREADS are unset."""
+@dataclass(frozen=True)
+class WebShape:
+    """How gunicorn runs the web tier: worker class, processes and the per-process concurrency."""
+
+    worker_class: str = "gevent"  # gevent: a greenlet per connection; gthread: a thread per request or stream
+    processes: int = 2
+    threads: int = 64  # gthread only: requests (and open streams) one process serves at once
+    connections: int = 5000  # gevent only: connections one process serves at once
+
+    def flags(self) -> list[str]:
+        per_process = (["--threads", str(self.threads)] if self.worker_class == "gthread"
+                       else ["--worker-connections", str(self.connections)])
+        return ["--worker-class", self.worker_class, "--workers", str(self.processes), *per_process]
+
+    def describe(self) -> str:
+        if self.worker_class == "gthread":
+            return f"gunicorn gthread {self.processes} processes x {self.threads} threads"
+        return f"gunicorn {self.worker_class} {self.processes} processes x {self.connections} connections"
+
+
+def procfile_web() -> WebShape:
+    """The shape the Procfile's `web:` line gives when no PARLEY_WEB_* variable is set."""
     line = next(l for l in (ROOT / "Procfile").read_text().splitlines() if l.startswith("web:"))
-    return (int(re.search(r"PARLEY_WEB_PROCESSES:-(\d+)", line)[1]),
-            int(re.search(r"PARLEY_WEB_THREADS:-(\d+)", line)[1]))
+    number = lambda name, default: int(m[1]) if (m := re.search(name + r":-(\d+)", line)) else default  # noqa: E731
+    worker_class = re.search(r"--worker-class\s+(\w+)", line)[1]
+    return WebShape(worker_class, number("PARLEY_WEB_PROCESSES", 2), number("PARLEY_WEB_THREADS", 64),
+                    number("PARLEY_WEB_CONNECTIONS", 1000))
+
+
+def procfile_web_shape() -> tuple[int, int]:
+    """(processes, threads) of the Procfile's `web:` line (threads: gthread's, 64 when it names none)."""
+    shape = procfile_web()
+    return shape.processes, shape.threads
 
 
 class ProductionStack(Stack):
-    """The test harness's Stack, but gunicorn starts with the Procfile's flags instead of the tests' 1 x 32."""
+    """The test harness's Stack, but gunicorn starts with the Procfile's flags instead of the tests' 1 process.
 
-    def __init__(self, *args, processes: int, threads: int, **kw):
+    `worker_class` and `connections` default to the Procfile's.
+    """
+
+    def __init__(self, *args, processes: int, threads: int, worker_class: str | None = None,
+                 connections: int | None = None, **kw):
         super().__init__(*args, **kw)
+        procfile = procfile_web()
+        self.shape = WebShape(worker_class or procfile.worker_class, processes, threads,
+                              connections or procfile.connections)
         self.processes, self.threads = processes, threads
 
     def start_web(self) -> None:
         self.web = Process("web", [str(VENV_BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-                                   "--worker-class", "gthread", "--workers", str(self.processes),
-                                   "--threads", str(self.threads), "--bind", f"127.0.0.1:{self.port}",
+                                   *self.shape.flags(), "--bind", f"127.0.0.1:{self.port}",
                                    "--graceful-timeout", "5", "--timeout", "120", "--no-control-socket",
                                    "web:create_app()"], {**self.web_env(), "PARLEY_PROCESS_NAME": "web"}, self.tmp)
         wait_until(self._healthy, timeout=90, what=f"web tier ({self.web.log_path})")
@@ -221,9 +256,12 @@ def table(title: str, tally: Tally, seconds: float) -> tuple[str, float, int]:
 
 
 def main() -> int:
-    processes, threads = procfile_web_shape()
+    procfile = procfile_web()
+    processes, threads = procfile.processes, procfile.threads
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 20 clients, 5 s, 50 sessions")
+    parser.add_argument("--worker-class", choices=("gevent", "gthread"), default=procfile.worker_class,
+                        help=f"gunicorn worker class (default: the Procfile's {procfile.worker_class})")
     parser.add_argument("--clients", type=int, default=100, help="concurrent clients under load (default 100)")
     parser.add_argument("--seconds", type=float, default=30, help="duration of the load phase (default 30)")
     parser.add_argument("--baseline-seconds", type=float, default=10, help="duration of the 1-client baseline (default 10)")
@@ -248,12 +286,12 @@ def main() -> int:
         redis.start()
         database_url = args.database_url or f"sqlite:///{tmp / 'data' / 'parley.db'}"
         stack = ProductionStack(tmp, redis, database_url, processes=args.processes, threads=args.threads,
-                                PARLEY_RATE_LIMIT="1000000 per minute")
+                                worker_class=args.worker_class, PARLEY_RATE_LIMIT="1000000 per minute")
         try:
             stack.start_web()
             job_ids = seed(database_url, sessions=args.sessions, jobs=args.jobs, rng=random.Random(1))
             size = len(stack.get("/api/sessions").content)
-            print(f"web: gunicorn gthread {args.processes} processes x {args.threads} threads; database "
+            print(f"web: {stack.shape.describe()}; database "
                   f"{database_url.split(':', 1)[0]}; {args.sessions} sessions (GET /api/sessions = {size / 1024:.0f} KiB), "
                   f"{len(job_ids)} jobs; seeded by direct peewee inserts")
             pids = gunicorn_pids(stack.web.proc.pid)

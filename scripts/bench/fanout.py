@@ -1,39 +1,45 @@
 #!/usr/bin/env python
-"""Benchmark: hundreds of clients on one job's SSE and WebSocket streams; every event to every client, in order.
+"""Benchmark: thousands of clients on one job's SSE and WebSocket streams, with the status and session-list API
+polled meanwhile; every event to every client, in order.
 
-Starts a real stack (redis-server + gunicorn with the Procfile's `web:` flags, see api_latency.py) and
-creates one session and its job by inserting rows with peewee (no worker runs). Then:
+Each phase starts a real stack (redis-server + gunicorn with the Procfile's `web:` flags, see api_latency.py),
+seeds 200 sessions and 20 jobs and creates one more job to stream by inserting rows with peewee (no worker
+runs). Then:
 
-1. `--clients` clients connect, half to GET /api/transcribe/events/<job> (SSE), half to
-   /api/transcribe/live/<job> (WebSocket); a client counts as connected once it received the job's first
-   event (the server registers a stream before it reads the log, so from then on nothing is missed);
+1. the clients connect, half to GET /api/transcribe/events/<job> (SSE), half to /api/transcribe/live/<job>
+   (WebSocket), in waves of 50; a client counts as connected once it received the job's first event (the
+   server registers a stream before it reads the log, so from then on nothing is missed);
 2. this script publishes `--events` segment events at `--rate` per second exactly as a worker does:
    services.events.record() into the job's log, then services.events.publish() on the job's Redis channel.
    Each payload carries `bench_created` (perf_counter just before record()); then a terminal status
-   event (events.emit_status) ends every stream;
+   event (events.emit_status) ends every stream. Meanwhile `--api-clients` clients poll
+   GET /api/transcribe/status/<random job> and GET /api/sessions, each once per `--api-interval` seconds;
 3. every client must receive sequence numbers 1..N with none missing, repeated or out of order.
 
 Delivery latency = receive time - `bench_created` (same process, same clock), so it includes the log
-write, Redis pub/sub, the web process's hub, the stream thread and the client's parsing.
+write, Redis pub/sub, the web process's hub, the stream's greenlet or thread and the client's parsing.
 
-gunicorn's gthread worker holds one thread per open stream for the stream's whole life: more streams
-than PARLEY_WEB_PROCESSES x PARLEY_WEB_THREADS wait in gunicorn's queue, unserved, and so does every
-ordinary request behind them. `--threads` defaults to PARLEY_WEB_THREADS or the Procfile's value.
+Phases, each on a fresh stack in the same run (`--phases`): by default gunicorn gthread 2 x `--threads`
+(the shape before gevent) and the Procfile's shape (gevent) with the same number of clients, 3/4 of
+gthread's threads, then the Procfile's shape with `--clients`. gthread holds one thread per open stream
+for the stream's whole life, so it cannot hold thousands; its quarter of threads left over serves the API
+polls. Besides each phase's CPU time, the table shows how long the web processes' threads were runnable
+but waited for a CPU: on a machine shared with other work that wait, not the server, sets the latencies.
 
-Clients are asyncio tasks speaking HTTP/1.1 (chunked SSE) and RFC 6455 frames directly, in this one process.
+Clients are asyncio tasks speaking HTTP/1.1 (chunked SSE) and RFC 6455 frames directly
+(tests/stream_clients.py), in this one process on the same machine as the server: what they cost is CPU
+the server does not get. They read `seq` and `bench_created` with a regular expression, not a JSON parser.
 Exits non-zero only when the benchmark itself fails, never on a missed target.
 
-    .venv/bin/python scripts/bench/fanout.py [--quick] [--clients 500] [--events 100] [--rate 5]
-        [--threads N] [--processes N] [--connect-timeout 30]
+    .venv/bin/python scripts/bench/fanout.py [--quick] [--clients 5000] [--events 40] [--rate 2]
+        [--api-clients 20] [--api-interval 0.5] [--threads 64] [--no-baseline | --phases gthread:96,gevent:5000]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import os
-import struct
+import random
 import sys
 import tempfile
 import time
@@ -42,104 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_latency import Connection, ProductionStack, cpu_seconds, gunicorn_pids, pct, procfile_web_shape  # noqa: E402
+from api_latency import (Tally, client as api_client, cpu_seconds, gunicorn_pids, pct,  # noqa: E402
+                         procfile_web, ProductionStack, seed)
+from benchlib import host_line, table  # noqa: E402
 from conftest import RedisServer  # noqa: E402
+from stream_clients import StreamClient, allow_open_files, connect_all  # noqa: E402
 
 WORDS = ("so I think what we talked about last week still holds and the plan for the next few days "
          "is to keep the routine simple and write down what happens").split()
-
-
-@dataclass
-class Client:
-    kind: str  # sse, ws
-    received: list[tuple[dict, float]] = field(default_factory=list)  # (event, perf_counter at receipt)
-    connected: asyncio.Event = field(default_factory=asyncio.Event)
-    error: str | None = None
-    ended: bool = False
-
-    def take(self, event: dict) -> None:
-        if "seq" not in event:  # a heartbeat
-            return
-        self.received.append((event, time.perf_counter()))
-        self.connected.set()
-
-
-async def sse_client(port: int, job_id: str, c: Client) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET /api/transcribe/events/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                     "Accept: text/event-stream\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        if b" 200 " not in head.split(b"\r\n", 1)[0]:
-            raise AssertionError(head.split(b"\r\n", 1)[0].decode())
-        chunked = b"transfer-encoding: chunked" in head.lower()
-        buf = b""
-        while True:
-            if chunked:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-                if size == 0:
-                    break
-                data = (await reader.readexactly(size + 2))[:-2]
-            else:
-                data = await reader.read(65536)
-                if not data:
-                    break
-            buf += data
-            while b"\n\n" in buf:
-                frame, buf = buf.split(b"\n\n", 1)
-                for line in frame.split(b"\n"):
-                    if line.startswith(b"data: "):
-                        c.take(json.loads(line[6:]))
-        c.ended = True
-    finally:
-        writer.close()
-
-
-async def ws_client(port: int, job_id: str, c: Client) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(f"GET /api/transcribe/live/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-        head = await reader.readuntil(b"\r\n\r\n")
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise AssertionError(head.split(b"\r\n", 1)[0].decode())
-        message = b""
-        while True:
-            first, second = await reader.readexactly(2)
-            opcode, length = first & 0x0F, second & 0x7F
-            if length == 126:
-                length = struct.unpack(">H", await reader.readexactly(2))[0]
-            elif length == 127:
-                length = struct.unpack(">Q", await reader.readexactly(8))[0]
-            mask = await reader.readexactly(4) if second & 0x80 else None
-            payload = await reader.readexactly(length)
-            if mask:
-                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-            if opcode == 8:  # close: answer it (client frames are masked; a zero mask is a valid mask)
-                writer.write(b"\x88\x80\x00\x00\x00\x00")
-                await writer.drain()
-                break
-            if opcode == 9:  # ping
-                writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload)
-                continue
-            if opcode in (0, 1):
-                message += payload
-                if first & 0x80:
-                    c.take(json.loads(message))
-                    message = b""
-        c.ended = True
-    finally:
-        writer.close()
-
-
-async def run_client(port: int, job_id: str, c: Client) -> None:
-    try:
-        await (sse_client if c.kind == "sse" else ws_client)(port, job_id, c)
-    except asyncio.CancelledError:
-        c.error = c.error or "cancelled (never served in time)"
-    except Exception as exc:  # noqa: BLE001  (reported per client in the table)
-        c.error = f"{type(exc).__name__}: {exc}"
+TARGET_DELIVERY_P99_MS, TARGET_API_P99_MS = 500.0, 50.0
 
 
 # --- the job and its events ----------------------------------------------------------------------------
@@ -168,137 +85,198 @@ def publish_events(job_id: str, *, count: int, rate: float) -> None:
         for i in range(count):
             time.sleep(max(0.0, start + i / rate - time.perf_counter()))
             text = " ".join(WORDS[(i + k) % len(WORDS)] for k in range(12))
-            payload = {"segment": {"id": i, "start": i * 4.0, "end": i * 4.0 + 3.5, "text": text, "speaker": "SPEAKER_00",
-                                   "words": [{"start": i * 4.0 + k * 0.3, "end": i * 4.0 + k * 0.3 + 0.25, "word": w,
-                                              "probability": 0.93} for k, w in enumerate(text.split())]},
+            words = [{"start": i * 4.0 + k * 0.3, "end": i * 4.0 + k * 0.3 + 0.25, "word": w, "probability": 0.93}
+                     for k, w in enumerate(text.split())]
+            payload = {"segment": {"id": i, "start": i * 4.0, "end": i * 4.0 + 3.5, "text": text,
+                                   "speaker": "SPEAKER_00", "words": words},
                        "bench_created": time.perf_counter()}
             events.publish(events.record(job_id, "segment", payload))
         events.emit_status(Job.get_by_id(job_id), status="completed", progress=100.0, message="Done",
                            finished_at_ms=now_ms())
 
 
-# --- checking and reporting ----------------------------------------------------------------------------
-def verdict(c: Client, last_seq: int) -> str | None:
-    """None when the client got 1..last_seq exactly once each, in order; else what was wrong."""
-    if c.error:
-        return c.error
-    seqs = [e["seq"] for e, _ in c.received]
-    if seqs != list(range(1, last_seq + 1)):
-        missing = sorted(set(range(1, last_seq + 1)) - set(seqs))
-        return f"got {len(seqs)} events, missing {missing[:5]}{'...' if len(missing) > 5 else ''}, in order: {seqs == sorted(seqs)}"
-    if not c.ended:
-        return "stream did not end after the terminal status"
-    return None
+def resident_mb(pid: int) -> float:
+    line = next(ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
 
 
-async def bench(port: int, job_id: str, args) -> tuple[list[Client], int, float, str]:
-    clients = [Client("sse" if i % 2 == 0 else "ws") for i in range(args.clients)]
-    tasks = []
-    for i, c in enumerate(clients):
-        tasks.append(asyncio.create_task(run_client(port, job_id, c)))
-        if i % 50 == 49:
-            await asyncio.sleep(0.05)  # connect in waves, as a crowd opening a page would
+def run_queue_seconds(pids: list[int]) -> float:
+    """Seconds the processes' threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat,
+    second field); on a machine others share, what the latencies wait for besides the server's own work."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += int(stat.read_text().split()[1])
+            except (OSError, IndexError):  # a thread that ended meanwhile
+                pass
+    return total / 1e9
+
+
+# --- one phase: a stack, its streams and the API polls meanwhile ---------------------------------------
+@dataclass
+class Phase:
+    shape: str
+    clients: int
+    connected: int = 0
+    connect_s: float = 0.0
+    complete: int = 0
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+    api: Tally = field(default_factory=Tally)
+    server_cpu_s: float = 0.0
+    server_rss_mb: float = 0.0  # the web processes' resident memory with every client connected
+    server_wait_s: float = 0.0  # the web processes' threads, runnable but waiting for a CPU (a busy machine)
+    client_cpu_s: float = 0.0  # this process: the load generator
+    seconds: float = 0.0  # from the first event published to the last stream's end
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+async def stream_phase(port: int, job_id: str, job_ids: list[str], args, phase: Phase, pids: list[int]) -> None:
+    clients = [StreamClient("sse" if i % 2 == 0 else "ws") for i in range(phase.clients)]
     started = time.perf_counter()
-    try:
-        await asyncio.wait_for(asyncio.gather(*(c.connected.wait() for c in clients)), args.connect_timeout)
-    except asyncio.TimeoutError:
-        pass
-    connect_s = time.perf_counter() - started
-    starved = [(c, t) for c, t in zip(clients, tasks) if not c.connected.is_set()]
-    for c, t in starved:  # waiting in gunicorn's queue: give up on them so the run ends
-        c.error = c.error or f"not served within {args.connect_timeout:g} s (all stream threads busy?)"
-        t.cancel()
-    probe = Connection(port)
-    probe_started = time.perf_counter()
-    try:  # can anything else be served while the streams are open?
-        status, _ = await probe.get(f"/api/transcribe/status/{job_id}", timeout=5)
-        probe_result = f"HTTP {status} in {(time.perf_counter() - probe_started) * 1000:.0f} ms"
-    except (asyncio.TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
-        probe_result = f"no answer within 5 s ({type(exc).__name__})"
-    await probe.close()
-    pids = gunicorn_pids(args.web_pid)
-    cpu_before = cpu_seconds(pids)
+    tasks = await connect_all(port, job_id, clients, timeout=args.connect_timeout)
+    phase.connect_s = time.perf_counter() - started
+    for c, t in zip(clients, tasks):
+        if not c.connected.is_set():  # waiting in gunicorn's queue: give up on them so the run ends
+            c.error = c.error or f"not served within {args.connect_timeout:g} s (all stream threads busy?)"
+            t.cancel()
+    phase.connected = sum(1 for c in clients if c.connected.is_set())
+    phase.server_rss_mb = sum(resident_mb(pid) for pid in pids)
+    cpu_before, wait_before = cpu_seconds(pids), run_queue_seconds(pids)
+    client_before, publish_started = time.process_time(), time.perf_counter()
+    until = time.perf_counter() + args.events / args.rate
+    rng = random.Random(7)
+    pollers = [asyncio.create_task(api_client(port, job_ids, phase.api, until=until, interval=args.api_interval,
+                                              rng=random.Random(rng.random()))) for _ in range(args.api_clients)]
     await asyncio.to_thread(publish_events, job_id, count=args.events, rate=args.rate)
-    args.server_cpu_s = cpu_seconds(pids) - cpu_before
+    await asyncio.gather(*pollers)
     _, pending = await asyncio.wait(tasks, timeout=60)
+    phase.server_cpu_s = cpu_seconds(pids) - cpu_before
+    phase.server_wait_s = run_queue_seconds(pids) - wait_before
+    phase.client_cpu_s = time.process_time() - client_before
+    phase.seconds = time.perf_counter() - publish_started
     for t in pending:
         t.cancel()
+    last_seq = args.events + 2
     for c in clients:
         if not c.ended and not c.error:
             c.error = "stream still open 60 s after the terminal event"
-    return clients, len(clients) - len(starved), connect_s, probe_result
+        problem = c.problem(1, last_seq)
+        if problem:
+            key = f"{c.kind}: {problem}"
+            phase.failures[key] = phase.failures.get(key, 0) + 1
+        else:
+            phase.complete += 1
+        if not c.error:
+            phase.latencies_ms.setdefault(c.kind, []).extend(c.latencies_ms)
 
 
-def main() -> int:
-    processes, threads = procfile_web_shape()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 100 clients, 20 events at 10/s")
-    parser.add_argument("--clients", type=int, default=500, help="stream clients, half SSE, half WebSocket (default 500)")
-    parser.add_argument("--events", type=int, default=100, help="segment events published (default 100)")
-    parser.add_argument("--rate", type=float, default=5.0, help="events per second (default 5)")
-    parser.add_argument("--connect-timeout", type=float, default=30, help="seconds for every client to be served (default 30)")
-    parser.add_argument("--processes", type=int, default=int(os.environ.get("PARLEY_WEB_PROCESSES", processes)),
-                        help=f"gunicorn processes (default: PARLEY_WEB_PROCESSES or the Procfile's {processes})")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("PARLEY_WEB_THREADS", threads)),
-                        help=f"gthreads per process (default: PARLEY_WEB_THREADS or the Procfile's {threads})")
-    args = parser.parse_args()
-    if args.quick:
-        args.clients, args.events, args.rate = 100, 20, 10.0
+def run_phase(redis: RedisServer, args, *, worker_class: str, clients: int) -> Phase:
+    from models import migrate
 
     with tempfile.TemporaryDirectory(prefix="parley-bench-fanout-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "redis").mkdir()
-        redis = RedisServer(tmp / "redis")
-        redis.start()
         database_url = f"sqlite:///{tmp / 'data' / 'parley.db'}"
         stack = ProductionStack(tmp, redis, database_url, processes=args.processes, threads=args.threads,
-                                PARLEY_RATE_LIMIT="1000000 per minute")
+                                worker_class=worker_class, PARLEY_RATE_LIMIT="1000000 per minute")
+        phase = Phase(stack.shape.describe(), clients)
         try:
-            stack.start_web()
-            # services.events publishes with this process's settings: point them at the stack.
+            # services.events publishes with this process's settings (read once: every phase's stack uses the
+            # same redis-server, and pub/sub channels span its database numbers).
             os.environ.update(REDIS_URL=stack.env["REDIS_URL"], DATABASE_URL=database_url)
-            from models import init_db
-            init_db(database_url)
+            # Seeded before the web tier starts: rows written while its second process still boots (and
+            # writes its own start-up rows) may meet SQLite's "database is locked".
+            migrate(database_url)
+            job_ids = seed(database_url, sessions=200, jobs=20, rng=random.Random(1))
             job_id = create_job()
-            capacity = args.processes * args.threads
-            print(f"web: gunicorn gthread {args.processes} processes x {args.threads} threads = {capacity} request threads; "
-                  f"{args.clients} clients ({args.clients - args.clients // 2} SSE, {args.clients // 2} WebSocket); "
-                  f"{args.events} segment events at {args.rate:g}/s, published via services.events.record+publish "
-                  f"on a job row inserted with peewee (no worker)")
-            args.web_pid = stack.web.proc.pid
-            clients, connected, connect_s, probe_result = asyncio.run(bench(stack.port, job_id, args))
-            last_seq = args.events + 2
-            print(f"\nconnected: {connected}/{args.clients} within {connect_s:.1f} s; "
-                  f"a status request while the streams were open: {probe_result}")
-            print(f"{'stream':<10} {'clients':>7} {'complete+ordered':>17} {'events':>7} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-            failures = {}
-            all_ok = True
-            for kind in ("sse", "ws"):
-                group = [c for c in clients if c.kind == kind]
-                good = [c for c in group if verdict(c, last_seq) is None]
-                lat = [(t - e["bench_created"]) * 1000 for c in group if not c.error
-                       for e, t in c.received if "bench_created" in e]
-                all_ok &= len(good) == len(group)
-                for c in group:
-                    problem = verdict(c, last_seq)
-                    if problem:
-                        failures[f"{kind}: {problem}"] = failures.get(f"{kind}: {problem}", 0) + 1
-                print(f"{kind:<10} {len(group):>7} {len(good):>17} {len(lat):>7} {pct(lat, 50):>8.1f} {pct(lat, 99):>8.1f} "
-                      f"{max(lat, default=float('nan')):>8.1f}")
-            delivered = sum(1 for c in clients if not c.error for e, _ in c.received if e["seq"] > 1)
-            print(f"web processes' CPU while publishing: {args.server_cpu_s:.1f} s = "
-                  f"{args.server_cpu_s * 1e6 / max(1, delivered):.0f} us per delivered event, "
-                  f"{args.server_cpu_s / (args.events / args.rate):.2f} of {os.cpu_count()} cores busy on average")
-            for problem, n in sorted(failures.items(), key=lambda kv: -kv[1])[:6]:
-                print(f"  {n} x {problem}")
-            print(f"\ntarget: {args.clients} clients each get all {last_seq} events in order -> "
-                  f"{'MET' if all_ok else 'MISSED'}")
-            if capacity < args.clients:
-                print(f"note: {args.clients} open streams need >= {args.clients} gunicorn threads plus headroom for "
-                      f"ordinary requests; this run had {capacity}")
+            stack.start_web()
+            print(f"phase: {phase.shape}, {clients} clients ({clients - clients // 2} SSE, {clients // 2} WebSocket), "
+                  f"{args.api_clients} API pollers", flush=True)
+            asyncio.run(stream_phase(stack.port, job_id, job_ids, args, phase, gunicorn_pids(stack.web.proc.pid)))
         finally:
             stack.stop()
+    return phase
+
+
+def report(phases: list[Phase], args) -> None:
+    rows = []
+    for p in phases:
+        lat = p.latencies_ms
+        both = lat.get("sse", []) + lat.get("ws", [])
+        rows.append([p.shape, p.clients, f"{p.connected} in {p.connect_s:.0f} s", f"{p.server_rss_mb:.0f}", p.complete,
+                     f"{pct(lat.get('sse', []), 50):.0f} / {pct(lat.get('sse', []), 99):.0f}",
+                     f"{pct(lat.get('ws', []), 50):.0f} / {pct(lat.get('ws', []), 99):.0f}",
+                     f"{max(both, default=0):.0f}",
+                     f"{pct(p.api.latencies['status'], 50):.0f} / {pct(p.api.latencies['status'], 99):.0f}",
+                     f"{pct(p.api.latencies['sessions'], 50):.0f} / {pct(p.api.latencies['sessions'], 99):.0f}",
+                     sum(len(v) for v in p.api.errors.values()),
+                     f"{p.server_cpu_s:.1f} / {p.server_wait_s:.1f} / {p.client_cpu_s:.1f} in {p.seconds:.0f} s"])
+    print("\n" + table(["web", "clients", "connected", "web RSS MB", "complete+ordered", "SSE p50/p99 ms",
+                        "WS p50/p99 ms", "max ms", "status p50/p99 ms", "sessions p50/p99 ms", "API errors",
+                        "CPU s: web / web threads waiting for a CPU / load generator"], rows))
+    for p in phases:
+        for problem, n in sorted(p.failures.items(), key=lambda kv: -kv[1])[:4]:
+            print(f"  {p.shape}, {p.clients} clients: {n} x {problem}")
+        for kind, errs in p.api.errors.items():
+            for message in sorted(set(errs))[:3]:
+                print(f"  {p.shape}, {p.clients} clients: {kind} error: {message}")
+    last = phases[-1]
+    delivery = pct(last.latencies_ms.get("sse", []) + last.latencies_ms.get("ws", []), 99)
+    api = max(pct(last.api.latencies["status"], 99), pct(last.api.latencies["sessions"], 99))
+    met = (last.complete == last.clients and delivery < TARGET_DELIVERY_P99_MS and api < TARGET_API_P99_MS
+           and not any(last.api.errors.values()))
+    print(f"\ntarget ({last.shape}, {last.clients} clients): every client gets all {args.events + 2} events in order, "
+          f"delivery p99 < {TARGET_DELIVERY_P99_MS:g} ms, status and session-list p99 < {TARGET_API_P99_MS:g} ms -> "
+          f"{last.complete}/{last.clients} complete, delivery p99 {delivery:.0f} ms, API p99 {api:.0f} ms: "
+          f"{'MET' if met else 'MISSED'}")
+
+
+def main() -> int:
+    procfile = procfile_web()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: phases gthread:48,gevent:48,gevent:200; 10 events at 5/s")
+    parser.add_argument("--clients", type=int, default=5000,
+                        help="stream clients of the Procfile's shape, half SSE, half WebSocket (default 5000)")
+    parser.add_argument("--phases", help="WORKER_CLASS:CLIENTS,... run in this order (default: "
+                        "gthread:B,gevent:B,gevent:CLIENTS with B = 3/4 of gthread's threads)")
+    parser.add_argument("--no-baseline", action="store_true", help="only the Procfile's shape with --clients")
+    parser.add_argument("--events", type=int, default=40, help="segment events published (default 40)")
+    parser.add_argument("--rate", type=float, default=2.0, help="events per second (default 2)")
+    parser.add_argument("--api-clients", type=int, default=20, help="status + session-list pollers (default 20)")
+    parser.add_argument("--api-interval", type=float, default=0.5,
+                        help="seconds between one poller's cycles (default 0.5)")
+    parser.add_argument("--connect-timeout", type=float, default=90,
+                        help="seconds for every client to be served (default 90)")
+    processes = int(os.environ.get("PARLEY_WEB_PROCESSES", procfile.processes))
+    parser.add_argument("--processes", type=int, default=processes,
+                        help=f"gunicorn processes (default: PARLEY_WEB_PROCESSES or the Procfile's "
+                        f"{procfile.processes})")
+    parser.add_argument("--threads", type=int, default=64, help="gthread phases: threads per process (default 64)")
+    args = parser.parse_args()
+    baseline = args.processes * args.threads * 3 // 4
+    if args.quick:
+        args.events, args.rate, args.phases = 10, 5.0, args.phases or "gthread:48,gevent:48,gevent:200"
+    if args.phases:
+        plan = [(wc, int(n)) for wc, n in (item.split(":") for item in args.phases.split(","))]
+    elif args.no_baseline:
+        plan = [(procfile.worker_class, args.clients)]
+    else:
+        plan = [("gthread", baseline), (procfile.worker_class, baseline), (procfile.worker_class, args.clients)]
+    allow_open_files(max(n for _, n in plan) + 1000)
+
+    print(host_line())
+    print(f"{args.events} segment events at {args.rate:g}/s per phase, published via services.events.record+publish "
+          f"on a job row inserted with peewee (no worker); the load generator runs on the same machine")
+    with tempfile.TemporaryDirectory(prefix="parley-bench-fanout-redis-") as redis_dir:
+        redis = RedisServer(Path(redis_dir))
+        redis.start()
+        try:
+            phases = [run_phase(redis, args, worker_class=wc, clients=n) for wc, n in plan]
+        finally:
             redis.stop()
+    report(phases, args)
+    print(f"host after the run: {host_line().split(', ', 2)[2]}")
     return 0
 
 
