@@ -201,10 +201,14 @@ def context_usage(chat: Chat, *, input_draft: str = "", reserved: int = RESERVED
 
 
 # --- streaming a reply ----------------------------------------------------------------------------
+HUB_CONNECT_WAIT_S = 2.0  # at most; when Redis is down the job cannot be sent anyway (a 503 follows)
 def stream_reply(chat: Chat, message: ChatMessageRequest, *, source: str) -> Response:
     """Store the user's message, queue the reply on the LLM worker and relay its tokens as SSE."""
     job_id = str(uuid.uuid4())
     q = hub().register(job_id)  # before the job is sent, so the first token cannot be missed
+    # ...once the hub is subscribed: a hub this request just started (a greenlet under gevent) subscribes only
+    # when this one yields, and a reply's events are not logged for a later resync, unlike a job's.
+    hub().connected.wait(timeout=HUB_CONNECT_WAIT_S)
     try:
         posted = chats.post_message(chat, message.text, source=source, max_tokens=message.max_tokens, job_id=job_id)
     except BaseException:

@@ -31,12 +31,17 @@ class Publisher:
         events.publish({"type": type_, "seq": next(self.seq), "job_id": self.job_id, **payload})
 
 
-def _finish(job: LlmJob, publish: Publisher, status: str, *, result=None, error: str | None = None) -> None:
+def _record_end(job: LlmJob, status: str, *, result=None, error: str | None = None) -> None:
+    """Store the job's end state (inside the caller's transaction, where it has one)."""
     progress = 100.0 if status == LlmJobStatus.COMPLETED else job.progress
     now = now_ms()
     LlmJob.update(status=status, result=result, error=error, progress=progress,
                   message=error or status, updated_at_ms=now, finished_at_ms=now).where(
         LlmJob.id == job.id).execute()
+
+
+def _finish(job: LlmJob, publish: Publisher, status: str, *, result=None, error: str | None = None) -> None:
+    _record_end(job, status, result=result, error=error)
     publish("status", status=status, error=error, result=result)
 
 
@@ -119,6 +124,7 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     reply = engine.chat(assembled.messages, _options(row, max_tokens=max_tokens), should_cancel=_cancel_check(job.id),
                         on_piece=on_piece)
     empty = not reply.content.strip() and not reply.thinking.strip()
+    status = "canceled" if reply.canceled else "completed"
     with db.atomic():
         message = None
         if not empty:
@@ -130,6 +136,10 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
         usage.record_llm(source=job.params.get("source", "session_chat"), model=row.active_model,
                          prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
                          duration_ms=reply.duration_ms)
+        # The reply and the job's end commit together: a worker killed right after cannot leave a stored reply
+        # under a job still marked running, whose redelivery would write the reply a second time.
+        result = {"message_id": message.id if message else None}
+        _record_end(job, status, result=result)
     if message is not None:
         search.request_index_chat(chat.id)  # the AI's message, committed
     if empty and not reply.canceled:
@@ -137,8 +147,7 @@ def _chat_reply(job: LlmJob, settings: Settings, publish: Publisher) -> None:
     publish("done", promptTokens=reply.prompt_tokens, completionTokens=reply.completion_tokens if not empty else 0,
             thinkingTokens=reply.thinking_tokens, duration=reply.duration_ms, isTruncated=assembled.is_truncated,
             cancelled=reply.canceled, messageId=message.id if message else None)
-    _finish(job, publish, "canceled" if reply.canceled else "completed",
-            result={"message_id": message.id if message else None})
+    publish("status", status=status, error=None, result=result)
 
 
 def _completion(job: LlmJob, settings: Settings, publish: Publisher) -> None:
