@@ -410,11 +410,13 @@ def run(*, use_cache: bool = True, baseline: float | None = None) -> dict:
 
 
 def summary_rows(res: dict) -> list[list]:
-    """The headline rows (test speakers): chosen pair (also on clean voiceprints), the baseline threshold and the
-    constants services/voices.py has now."""
+    """The headline rows (test speakers): the chosen pair with the merge guard (Parley's recognition) and without
+    (also on clean voiceprints), the baseline threshold and the constants services/voices.py has now."""
     chosen = (res["chosen"]["recognition_similarity"], res["chosen"]["min_recognition_speech_s"])
+    guarded = res["guard"]["trials"]["test"]["probe+enrol"]["all"]
     rows = []
-    for label, (t, m), ev in (("chosen", chosen, res["test"]),
+    for label, (t, m), ev in ((f"chosen + merge guard {res['guard']['cut']:.2f} (what Parley does)", chosen, guarded),
+                              ("chosen, no merge guard", chosen, res["test"]),
                               (f"chosen, clean voiceprints (purity >= {CLEAN_PURITY:g})", chosen, res["test_clean"]),
                               ("baseline", (res["baseline"]["threshold"], res["baseline"]["min_speech_s"]),
                                res["baseline"]["test"]),
