@@ -47,9 +47,11 @@ def full_cycle(stack):
     assert session["status"] == "completed", session
     assert session["duration"] == 44 and session["transcriptTokenCount"] > 50 and session["errorMessage"] is None
     assert len(session["chats"]) == 1 and set(session["chats"][0]) == {"id", "sessionId", "timestamp", "name"}
-    # The list reads raw rows, the detail route a model: both must give the client the same fields and values.
+    assert session["knownVoices"] == []  # no voice profile exists to name a speaker
+    # The list reads raw rows, the detail route a model: both must give the client the same fields and values
+    # (the detail adds the session's chats and known voices).
     listed = [s for s in stack.get("/api/sessions").json() if s["id"] == sid]
-    assert listed == [{k: v for k, v in session.items() if k != "chats"}]
+    assert listed == [{k: v for k, v in session.items() if k not in ("chats", "knownVoices")}]
     job_id = session["whisperJobId"]
     status = stack.get(f"/api/transcription/status/{job_id}").json()
     assert status == {"job_id": job_id, "status": "completed", "progress": 100.0, "error": None,

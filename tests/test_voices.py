@@ -237,6 +237,17 @@ def test_apply_names_earlier_sessions_leaves_hand_typed_labels_and_undo_puts_lab
     renamed = vstack.session.patch(vstack.url(f"/api/sessions/{again['session_id']}/speakers"),
                                    json=[{"from": other, "to": "Client"}])
     assert renamed.status_code == 200, renamed.text
+    # Naming goes by the label as it stands now: the renamed speaker is found, and a profile is made from it or
+    # refused for its voiceprint (too little solo speech, two voices), never for want of such a speaker.
+    by_rename = vstack.post("/api/voices", json={"sessionId": again["session_id"], "speaker": "Client",
+                                                 "name": "Someone else"})
+    if by_rename.status_code == 201:
+        assert by_rename.json()["sessionIds"] == [again["session_id"]]
+        assert vstack.session.delete(vstack.url(f"/api/voices/{by_rename.json()['id']}")).status_code == 200
+    else:
+        assert_error(by_rename, 400)
+        message = by_rename.json()["message"]
+        assert "'Client'" in message and "has no speaker" not in message, message
     out = cli(vstack, "voices", "apply", "--undo")
     assert "left alone (renamed by hand to 'Client')" in out, out
     for run in (enrol, again):
