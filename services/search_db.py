@@ -14,6 +14,7 @@ import peewee
 
 from models.db import db
 from services import search_base as s
+from services import search_bounded as bounded
 
 BM25_WEIGHTS = (1.0, 0.4)  # text, meta
 HEADLINE_OPTIONS = (f"StartSel={s.MARK_OPEN}, StopSel={s.MARK_CLOSE}, MaxFragments=2, MaxWords=35, MinWords=12, "
@@ -24,6 +25,9 @@ LOCK_BASE = 7_460_500
 # the count are exact. Measured by scripts/bench/search.py at 500,000 paragraphs: ranking and counting every
 # match of a common word or prefix cost up to 100 ms on SQLite and 350 ms on PostgreSQL.
 RANK_WINDOW = 2000
+# On PostgreSQL, a query expected to match more than RANK_WINDOW documents is looked for among the documents of
+# this many newest ids: reading them costs about 15 ms at 500,000 paragraphs (scripts/bench/search.py).
+NEWEST_ROWS = 20_000
 LT, GT = "\ue002", "\ue003"  # stand-ins for < and > while PostgreSQL builds a headline
 
 
@@ -82,12 +86,15 @@ def tsquery_expression(query: s.Query) -> str:
 # --- the backend ----------------------------------------------------------------------------------
 class DatabaseBackend(s.Backend):
     """rank_window: how many matches a query ranks at most (default RANK_WINDOW); None ranks and counts every
-    match, as before the window existed (the search benchmark's baseline)."""
+    match, as before the window existed (the search benchmark's baseline).
+    small_index: on SQLite, past how many documents a query with a phrase takes the bounded path of
+    services.search_bounded (default search_bounded.SMALL_INDEX)."""
 
     name = "database"
 
-    def __init__(self, *, rank_window: int | None = RANK_WINDOW):
+    def __init__(self, *, rank_window: int | None = RANK_WINDOW, small_index: int = bounded.SMALL_INDEX):
         self.rank_window = rank_window
+        self.small_index = small_index
 
     # writing
     @contextmanager
@@ -211,6 +218,11 @@ class DatabaseBackend(s.Backend):
         base = f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid WHERE {where}"
         weights = ", ".join(str(w) for w in BM25_WEIGHTS)
         try:
+            if window and any(t.is_phrase for t in query.terms):
+                documents, average_length = bounded.index_size()
+                if documents > self.small_index:
+                    return self._search_sqlite_bounded(query, match, clauses, params, limit, offset, window,
+                                                       documents, average_length)
             if window:
                 # Newest matches first: FTS5 walks its doclists backwards and stops after window + 1 rows,
                 # scoring each with bm25 (the same score as a full ranking: bm25 uses index-wide statistics).
@@ -220,13 +232,8 @@ class DatabaseBackend(s.Backend):
                                        f"ORDER BY search_fts.rowid DESC LIMIT ?",
                                        [match, *params, window + 1]).fetchall()
                 if len(found) > window:
-                    def fetch(ids):
-                        return {row[-1]: row[:-1] for row in db.execute_sql(
-                            f"SELECT {COLUMNS}, NULL, snippet(search_fts, 0, ?, ?, ' ... ', 40), search_fts.rowid "
-                            f"FROM search_fts JOIN search_document d ON d.id = search_fts.rowid "
-                            f"WHERE search_fts MATCH ? AND search_fts.rowid IN ({', '.join('?' * len(ids))})",
-                            [s.MARK_OPEN, s.MARK_CLOSE, match, *ids]).fetchall()}
-                    return _window_page(found[:window], limit, offset, fetch)
+                    return _window_page(found[:window], limit, offset, lambda ids: _fetch_sqlite(match, ids),
+                                        total=_extrapolated_total([i for i, _ in found[:window]]))
                 total = len(found)  # every match was seen: the exact ranking below costs at most `window` rows
             else:
                 total = db.execute_sql(f"SELECT count(*) {base}", [match, *params]).fetchone()[0]
@@ -239,6 +246,32 @@ class DatabaseBackend(s.Backend):
             raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
         return s.SearchPage([_result(r) for r in rows], total)
 
+    def _search_sqlite_bounded(self, query, match, clauses, params, limit, offset, window, documents,
+                               average_length):
+        """A query with a phrase on a large archive: its newest matches found under a deadline and scored by
+        services.search_bounded (see there why bm25() itself costs too much here)."""
+        where = " AND ".join(["search_fts MATCH ?", "search_fts.rowid < ?", *clauses])
+        source = "FROM search_fts JOIN search_document d ON d.id = search_fts.rowid" if clauses else "FROM search_fts"
+        sql = f"SELECT search_fts.rowid {source} WHERE {where} ORDER BY search_fts.rowid DESC LIMIT ?"
+        scan = bounded.newest(sql, [match, 1 << 62, *params, window + 1], seconds=bounded.SCAN_BUDGET_S)
+        if not scan.complete and len(scan.ids) < offset + limit:  # a rare phrase: find a page's worth
+            more = bounded.newest(sql, [match, scan.ids[-1] if scan.ids else 1 << 62, *params,
+                                        window + 1 - len(scan.ids)], seconds=bounded.PAGE_PATIENCE_S)
+            scan = bounded.Scan(scan.ids + more.ids, more.complete)
+        found = scan.ids[:window]
+        exact = scan.complete and len(scan.ids) <= window
+        total = len(found) if exact else _extrapolated_total(found)
+        first_id = _first_id()
+        positive = query.positive
+        if len(positive) == 1 and not clauses and not query.negative:
+            hits = [total]
+        else:  # each term's own count weighs it, as bm25 does
+            hits = [bounded.document_count(fts5_expression(s.Query([t])), first_id=first_id,
+                                           seconds=bounded.STATS_BUDGET_S / len(positive)) for t in positive]
+        scored = bounded.scores(found, hits, documents=documents, average_length=average_length)
+        return _window_page([(i, scored[i]) for i in found], limit, offset, lambda ids: _fetch_sqlite(match, ids),
+                            total=total, total_is_estimate=not exact)
+
     def _search_postgres(self, query, limit, offset, client_name, search_type, window):
         clauses, params = self._filters(client_name, search_type)
         where = " AND ".join(["d.tsv @@ q.query", *clauses])
@@ -249,18 +282,17 @@ class DatabaseBackend(s.Backend):
         try:
             with db.atomic():
                 if window:
-                    found = db.execute_sql(f"SELECT d.id, ts_rank(d.tsv, q.query) {base} "
-                                           f"ORDER BY d.id DESC LIMIT %s", [tsq, *params, window + 1]).fetchall()
-                    if len(found) > window:
-                        def fetch(ids):
-                            return {row[-1]: row[:-1] for row in db.execute_sql(
-                                f"SELECT {COLUMNS}, NULL, {headline}, d.id FROM search_document d, "
-                                f"to_tsquery('english', %s) AS q(query) WHERE d.id = ANY(%s)",
-                                [LT, GT, HEADLINE_OPTIONS, tsq, ids]).fetchall()}
-                        return _window_page(found[:window], limit, offset, fetch)
-                    total = len(found)  # every match was seen: the exact ranking below costs at most `window` rows
-                else:
-                    total = db.execute_sql(f"SELECT count(*) {base}", [tsq, *params]).fetchone()[0]
+                    found, total, exact = self._postgres_matches(tsq, clauses, params, window, need=offset + limit)
+
+                    def fetch(ids):
+                        return {row[-1]: row[:-1] for row in db.execute_sql(
+                            f"SELECT {COLUMNS}, NULL, {headline}, d.id FROM search_document d, "
+                            f"to_tsquery('english', %s) AS q(query) WHERE d.id = ANY(%s)",
+                            [LT, GT, HEADLINE_OPTIONS, tsq, ids]).fetchall()}
+                    # The order of the ranked query below: score, then the newest timestamp, then the newest id.
+                    return _window_page(found, limit, offset, fetch, total=total, total_is_estimate=not exact,
+                                        key=lambda r: (-r[1], -r[2], -r[0]))
+                total = db.execute_sql(f"SELECT count(*) {base}", [tsq, *params]).fetchone()[0]
                 rows = db.execute_sql(
                     f"SELECT {COLUMNS}, score, {headline} FROM ("
                     f"SELECT d.*, q.query, ts_rank(d.tsv, q.query) AS score {base} "
@@ -272,25 +304,75 @@ class DatabaseBackend(s.Backend):
         return s.SearchPage([_result(r) for r in rows], total)
 
 
+    @staticmethod
+    def _postgres_matches(tsq, clauses, params, window, *, need):
+        """(matches as (id, ts_rank, timestamp) newest first, total, whether both are exact) of a query, reading
+        a bounded number of rows: all matches when the planner expects at most `window`, else those among the
+        documents of the NEWEST_ROWS newest ids (a plain backward scan of the primary key stops early for a
+        common word, but reads ~100,000 rows to find 2,000 of a word in 2% of them). A slice holding less than
+        `need` matches (a page) gives way to reading every match wherever it is, so a rare term is still found."""
+        where = " AND ".join(["d.tsv @@ q.query", *clauses])
+        matches = (f"SELECT d.id, ts_rank(d.tsv, q.query), d.timestamp FROM search_document d, "
+                   f"to_tsquery('english', %s) AS q(query) WHERE {where} LIMIT %s")
+        plan = db.execute_sql(f"EXPLAIN (FORMAT JSON) {matches}", [tsq, *params, window + 1]).fetchone()[0]
+        if plan[0]["Plan"]["Plan Rows"] <= window:
+            every = db.execute_sql(matches, [tsq, *params, window + 1]).fetchall()
+            if len(every) <= window:
+                return sorted(every, reverse=True), len(every), True
+        newest, first = db.execute_sql("SELECT max(id), min(id) FROM search_document").fetchone()
+        oldest = max(first or 1, (newest or 0) - NEWEST_ROWS + 1)
+        found = db.execute_sql(
+            f"SELECT d.id, ts_rank(d.tsv, q.query), d.timestamp FROM search_document d, "
+            f"to_tsquery('english', %s) AS q(query) WHERE d.id >= %s AND {where} ORDER BY d.id DESC LIMIT %s",
+            [tsq, oldest, *params, window + 1]).fetchall()
+        if len(found) > window:
+            return found[:window], bounded.extrapolated_total([r[0] for r in found[:window]], first_id=first), False
+        if oldest == (first or 1):  # the slice was the whole archive
+            return found, len(found), True
+        total = max(len(found), round(len(found) / (newest - oldest + 1) * (newest - first + 1)))
+        if len(found) < need:
+            every = db.execute_sql(matches, [tsq, *params, window + 1]).fetchall()
+            if len(every) <= window:
+                return sorted(every, reverse=True), len(every), True
+            return sorted(every[:window], reverse=True), max(total, window + 1), False
+        return found, total, False
+
+
 COLUMNS = ("d.doc_key, d.type, d.chat_id, d.session_id, d.sender, d.timestamp, d.client_name, d.tags, d.text")
 
 
-def _window_page(found, limit, offset, fetch) -> s.SearchPage:
-    """The page of the best-scored of the window's matches `found` ((id, score), newest first, higher scores
-    better; ties go to the newest), its rows read by `fetch(ids) -> {id: row}`, and the extrapolated total."""
-    ranked = sorted(found, key=lambda r: (-r[1], -r[0]))[offset:offset + limit]
-    rows = fetch([i for i, _ in ranked]) if ranked else {}
-    results = [_result(rows[i][:9] + (score,) + rows[i][10:]) for i, score in ranked if i in rows]
-    return s.SearchPage(results, _extrapolated_total(found), total_is_estimate=True)
+def _window_page(found, limit, offset, fetch, *, total: int, total_is_estimate: bool = True,
+                 key=lambda r: (-r[1], -r[0])) -> s.SearchPage:
+    """The page of the best-scored of the matches `found` ((id, score, …), higher scores better; ties go to the
+    newest unless `key` orders them otherwise), its rows read by `fetch(ids) -> {id: row}`."""
+    ranked = sorted(found, key=key)[offset:offset + limit]
+    rows = fetch([r[0] for r in ranked]) if ranked else {}
+    results = [_result(rows[r[0]][:9] + (r[1],) + rows[r[0]][10:]) for r in ranked if r[0] in rows]
+    return s.SearchPage(results, total, total_is_estimate=total_is_estimate)
 
 
-def _extrapolated_total(found) -> int:
-    """How many documents match in all, from the window of matches `found` (id first, newest first): as many
-    as lie as densely over every id from the oldest document up to the newest match."""
-    newest, oldest_found = found[0][0], found[-1][0]
-    first_id = db.execute_sql("SELECT min(id) FROM search_document").fetchone()[0] or 1
-    density = len(found) / max(newest - oldest_found + 1, 1)
-    return max(len(found) + 1, round(density * (newest - first_id + 1)))
+def _first_id() -> int:
+    return db.execute_sql("SELECT min(id) FROM search_document").fetchone()[0] or 1
+
+
+def _extrapolated_total(ids: list[int]) -> int:
+    """How many documents match in all, from a window of their newest ids (newest first)."""
+    return bounded.extrapolated_total(ids, first_id=_first_id())
+
+
+def _fetch_sqlite(match: str, ids: list[int]) -> dict:
+    """{id: result row with its snippet} of the documents `ids`, marked for the FTS5 expression `match`.
+
+    Snippets come from the full-text table alone, over the ids' range: joined with the documents table, SQLite
+    would evaluate the whole MATCH once per document.
+    """
+    marks = ", ".join("?" * len(ids))
+    snippets = dict(db.execute_sql(
+        f"SELECT search_fts.rowid, snippet(search_fts, 0, ?, ?, ' ... ', 40) FROM search_fts "
+        f"WHERE search_fts MATCH ? AND search_fts.rowid BETWEEN ? AND ? AND +search_fts.rowid IN ({marks})",
+        [s.MARK_OPEN, s.MARK_CLOSE, match, min(ids), max(ids), *ids]).fetchall())
+    rows = db.execute_sql(f"SELECT {COLUMNS}, d.id FROM search_document d WHERE d.id IN ({marks})", ids).fetchall()
+    return {row[-1]: row[:-1] + (None, snippets[row[-1]]) for row in rows if row[-1] in snippets}
 
 
 def _result(row) -> dict:

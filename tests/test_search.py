@@ -226,6 +226,69 @@ def test_a_query_matching_more_than_the_rank_window(env):
     assert not {r["id"] for r in second.results} & {r["id"] for r in narrow.results}
 
 
+def test_a_phrase_on_a_large_archive_is_found_under_a_deadline(env):
+    """On SQLite past search_bounded.SMALL_INDEX documents (here 0), a query with a phrase collects its newest
+    matches under a deadline and scores them with bm25's formula, each phrase counted once per paragraph: where
+    that holds, the scores and order are bm25()'s own; a scan out of time says its total is an estimate."""
+    stack, ids = env
+    if stack.env.get("PARLEY_SEARCH_BACKEND") == "opensearch" or "postgres" in stack.env["DATABASE_URL"]:
+        return  # the bounded path is SQLite's: PostgreSQL's ts_rank needs no index-wide statistics
+    from models import init_db
+    from services import search_bounded
+    from services.search import parse_query
+    from services.search_db import DatabaseBackend
+
+    init_db(stack.env["DATABASE_URL"])
+    args = {"limit": 20, "offset": 0, "client_name": None, "search_type": "all"}
+    for q in ('"routine weekly"', '"panic attacks"', 'anxiety "the therapy"', '"routine weekly" -"number 7"',
+              '"attacks panic"'):
+        exact = DatabaseBackend(rank_window=None).search(parse_query(q), **args)
+        large = DatabaseBackend(small_index=0).search(parse_query(q), **args)
+        assert [r["id"] for r in large.results] == [r["id"] for r in exact.results], q
+        assert [r["score"] for r in large.results] == pytest.approx([r["score"] for r in exact.results]), q
+        assert (large.total, large.total_is_estimate) == (exact.total, False), q
+        assert all(r["highlights"] for r in large.results), q
+    filtered = DatabaseBackend(small_index=0).search(parse_query('"routine weekly"'),
+                                                     **{**args, "client_name": "Ann"})
+    assert (filtered.total, filtered.results) == (0, [])
+
+    original = search_bounded.SCAN_BUDGET_S, search_bounded.PAGE_PATIENCE_S
+    try:
+        search_bounded.SCAN_BUDGET_S = 0.0  # out of time at once, but a page not yet full is looked for longer
+        rare = DatabaseBackend(small_index=0).search(parse_query('"panic attacks"'), **args)
+        assert ([r["id"] for r in rare.results], rare.total, rare.total_is_estimate) == ([f"{ids['b']}_0"], 1, False)
+        search_bounded.PAGE_PATIENCE_S = 0.0
+        cut = DatabaseBackend(small_index=0).search(parse_query('"routine weekly"'), **args)
+    finally:
+        search_bounded.SCAN_BUDGET_S, search_bounded.PAGE_PATIENCE_S = original
+    assert cut.total_is_estimate and len(cut.results) < 25 and cut.total >= len(cut.results)
+
+
+def test_postgres_reads_a_bounded_slice_yet_finds_a_rare_term(env, monkeypatch):
+    """On PostgreSQL a query expected to match more than the window is looked for among the newest ids
+    (search_db.NEWEST_ROWS); a term with less than a page there is looked for everywhere, so it is found."""
+    stack, ids = env
+    if "postgres" not in stack.env["DATABASE_URL"] or stack.env.get("PARLEY_SEARCH_BACKEND") == "opensearch":
+        return
+    from models import init_db
+    from services import search_db
+    from services.search import parse_query
+
+    init_db(stack.env["DATABASE_URL"])
+    monkeypatch.setattr(search_db, "NEWEST_ROWS", 3)  # the chat messages' and the last paragraphs' ids
+    args = {"offset": 0, "client_name": None, "search_type": "all"}
+    rare = search_db.DatabaseBackend(rank_window=1).search(parse_query("panic"), limit=1, **args)
+    assert rare.total_is_estimate  # two matches: more than a window of one
+    assert [r["id"] for r in rare.results][0] in {f"{ids['b']}_0", f"{ids['b']}_1"}
+    exact = search_db.DatabaseBackend(rank_window=None).search(parse_query("panic"), limit=20, **args)
+    bounded = search_db.DatabaseBackend(rank_window=5).search(parse_query("panic"), limit=20, **args)
+    assert (bounded.results, bounded.total, bounded.total_is_estimate) == (exact.results, 2, False)
+    many = search_db.DatabaseBackend(rank_window=5).search(parse_query("routine"), limit=3, **args)
+    assert many.total_is_estimate and len(many.results) == 3 and many.total > 5
+    scores = [r["score"] for r in many.results]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_snippets_are_escaped(env):
     stack, ids = env
     hit = next(r for r in ok(stack, q="pasted")["results"])

@@ -13,10 +13,13 @@ inserts `--sessions` sessions and `--paragraphs` paragraphs with peewee bulk ins
   paragraph), prefix (the first 3-5 letters of a frequent word, then `*`), exclusion (a content word
   without another, `word -other`), rare term (a word from the vocabulary's long tail).
 - each query runs twice on the same database, in the same run: the baseline ranks and counts every match
-  (`DatabaseBackend(rank_window=None)`, the code before the window), the default ranks at most its
-  RANK_WINDOW newest matches and extrapolates the total past them. Reported: latency of both, the share of
-  queries whose total was an estimate, how many of the baseline's top 20 the window also returns, and
-  the median error of the estimated totals.
+  (`DatabaseBackend(rank_window=None)`, the code before the window), the default does bounded work: it ranks
+  at most RANK_WINDOW newest matches and extrapolates the total past them; on SQLite a query with a phrase
+  collects them under a deadline and scores them without FTS5's index-wide phrase count
+  (services/search_bounded.py); on PostgreSQL a query the planner expects to match more than the window is
+  looked for among the newest NEWEST_ROWS ids. Reported: latency of both, the share of queries whose total
+  was an estimate, how many of the baseline's top 20 the bounded path also returns, and the median error of
+  the estimated totals.
 
 Target (issue 16): p99 under 50 ms for every query kind, on SQLite FTS5 and on PostgreSQL.
 
