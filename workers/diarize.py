@@ -17,7 +17,7 @@ Public API:
 
 - ``diarize(audio, *, num_speakers=None, threshold=CLUSTER_THRESHOLD, offset=0.0) -> Diarization``
 - ``SpeakerTracker(*, num_speakers=None)``: ``add(index, diarization)``, ``turns()``, ``final_turns()``,
-  ``final_voices()``
+  ``final_voices()``, ``final()`` (both from one clustering)
 - ``available(model_dir)``, ``warm_up(model_dir)``
 """
 from __future__ import annotations
@@ -201,11 +201,27 @@ class SpeakerTracker:
                     matched[turn.speaker] = matched[main]
         return [SpeakerTurn(t.start, t.end, f"SPEAKER_{matched[t.speaker] + 1}") for t in diarization.turns]
 
+    def final(self) -> tuple[list[SpeakerTurn], dict[str, tuple[np.ndarray, float]]]:
+        """(`final_turns()`, `final_voices()`) from one final clustering."""
+        labelled, clusters = self._final_clusters()
+        names = _names_by_first_appearance(labelled)
+        turns = [SpeakerTurn(t.start, t.end, names[c]) for t, c in sorted(labelled, key=lambda item: item[0].start)]
+        sums: dict[int, np.ndarray] = {}
+        seconds: dict[int, float] = {}
+        for (i, name), cluster in clusters.items():
+            d = self.chunks[i]
+            sums[cluster] = sums.get(cluster, 0.0) + d.voiced_s[name] * d.voices[name]
+            seconds[cluster] = seconds.get(cluster, 0.0) + d.voiced_s[name]
+        voices = {}
+        for cluster, total in sums.items():
+            norm = float(np.linalg.norm(total))
+            if cluster in names and norm > 0:
+                voices[names[cluster]] = (total / norm, seconds[cluster])
+        return turns, voices
+
     def final_turns(self) -> list[SpeakerTurn]:
         """All turns under final names: one chunk keeps its own clustering; several are clustered by voice."""
-        labelled, _ = self._final_clusters()
-        names = _names_by_first_appearance(labelled)
-        return [SpeakerTurn(t.start, t.end, names[c]) for t, c in sorted(labelled, key=lambda item: item[0].start)]
+        return self.final()[0]
 
     def final_voices(self) -> dict[str, tuple[np.ndarray, float]]:
         """Each final speaker's voiceprint: {label: (vector, voiced_s)}, labels as `final_turns` gives them.
@@ -214,20 +230,7 @@ class SpeakerTracker:
         weighted by its seconds of speech; voiced_s is their sum. A speaker none of whose chunks had enough
         solo speech for a voice has no entry.
         """
-        labelled, clusters = self._final_clusters()
-        names = _names_by_first_appearance(labelled)
-        sums: dict[int, np.ndarray] = {}
-        seconds: dict[int, float] = {}
-        for (i, name), cluster in clusters.items():
-            d = self.chunks[i]
-            sums[cluster] = sums.get(cluster, 0.0) + d.voiced_s[name] * d.voices[name]
-            seconds[cluster] = seconds.get(cluster, 0.0) + d.voiced_s[name]
-        out = {}
-        for cluster, total in sums.items():
-            norm = float(np.linalg.norm(total))
-            if cluster in names and norm > 0:
-                out[names[cluster]] = (total / norm, seconds[cluster])
-        return out
+        return self.final()[1]
 
     def _final_clusters(self) -> tuple[list[tuple[SpeakerTurn, int]], dict[tuple[int, str], int]]:
         """Every turn with its final cluster, and the cluster of each chunk voice (chunk index, local name)."""

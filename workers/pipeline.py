@@ -204,7 +204,7 @@ def _transcribe(job: Job, settings: Settings) -> None:
 
     if tracker is not None and next_idx > 0:
         events.emit_status(job, message="Identifying speakers...", progress=asr_share)
-        final, voices = tracker.final_turns(), tracker.final_voices()
+        final, voices = tracker.final()
         _label_speakers(job, final, voices, _split_contrasts(audio, final, voices, settings))
     _complete(job)
 
