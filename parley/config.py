@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     # --- web tier ---------------------------------------------------------------------------------------
     cors_origins: str = _var("", "CORS_ORIGINS", "comma-separated origins, or `*`", shown="empty (same origin only)")
     heartbeat_s: float = _var(15.0, "PARLEY_HEARTBEAT_S", "idle interval between stream heartbeats", shown="15")
+    direct_writes: bool = _var(True, "PARLEY_DIRECT_WRITES", "`0`: live job events reach each stream through its "
+                               "own greenlet instead of the event hub writing them into the sockets (gevent)",
+                               shown="1")
     rate_limit: str = _var("30 per minute", "PARLEY_RATE_LIMIT", "per token and per group: session uploads, "
                            "transcription uploads, chat, analysis; not applied to the single user of a "
                            "loopback-only install; `off` to switch off")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import uuid
 
@@ -123,3 +124,103 @@ def test_every_event_reaches_a_thousand_clients_in_order_and_resume_works(fanout
     # Every stream ended and let go of its registration with the process's event hub.
     wait_until(lambda: fanout_stack.get(f"/api/transcribe/debug/{job_id}").json()["live_clients"] == 0,
                timeout=30, what="the hub to have no clients left")
+
+
+BIG_TEXT_CHARS = 64_000
+BIG_EVENTS = 120  # ~7.7 MB: more than the kernel buffers between a stalled client and the server hold
+
+
+def test_stalled_clients_get_every_big_event_whole_and_in_order(fanout_stack):
+    """Two clients stop reading while big events go out, so their socket buffers fill and the event hub's own
+    writes to them are cut mid-frame (the clients' greenlets finish those frames); once they read again they
+    get every event whole, once, in order. The WebSocket client agreed permessage-deflate (as browsers do):
+    the server library compresses what it sends, the hub's frames go uncompressed, and a strict RFC 6455 /
+    7692 implementation (wsproto) reads both."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Request
+    from wsproto.extensions import PerMessageDeflate
+
+    stack = fanout_stack
+    publisher = Publisher(stack)
+    job_id = publisher.create_job()
+
+    def stalled_socket() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", stack.port))
+        s.settimeout(60)
+        return s
+
+    sse = stalled_socket()
+    sse.sendall(f"GET /api/transcribe/events/{job_id} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    ws = stalled_socket()
+    client = WSConnection(ConnectionType.CLIENT)
+    ws.sendall(client.send(Request(host="x", target=f"/api/transcribe/live/{job_id}",
+                                   extensions=[PerMessageDeflate()])))
+    messages: list[str] = []
+    while not any(isinstance(e, AcceptConnection) for e in _ws_events(client, ws, messages)):
+        pass
+    assert client.state.name == "OPEN"
+    wait_until(lambda: stack.get(f"/api/transcribe/debug/{job_id}").json()["live_clients"] == 2, timeout=30,
+               what="both clients registered with the hub")
+
+    from models import db
+    from services import events
+    with db.connection_context():  # no client reads meanwhile
+        for i in range(BIG_EVENTS):
+            publisher._publish(events.record(job_id, "segment", {"segment": {
+                "id": i, "start": i * 4.0, "end": i * 4.0 + 3.5, "text": f"{i:05d}" + "x" * BIG_TEXT_CHARS,
+                "speaker": "SPEAKER_00", "words": []}}))
+    last_seq = publisher.finish(job_id)
+
+    raw = b""
+    while not raw.endswith(b"\r\n0\r\n\r\n"):
+        data = sse.recv(1 << 20)
+        assert data, "the SSE stream closed before its last chunk"
+        raw += data
+    body, sse_events = _unchunk(raw.split(b"\r\n\r\n", 1)[1]), []
+    for block in body.decode().split("\n\n"):
+        data = [line[len("data: "):] for line in block.split("\n") if line.startswith("data: ")]
+        if data:
+            sse_events.append(json.loads(data[0]))
+    while not any(isinstance(e, CloseConnection) for e in _ws_events(client, ws, messages)):
+        pass
+    ws_events = [json.loads(m) for m in messages]
+    for name, got in (("sse", sse_events), ("ws", ws_events)):
+        assert [e["seq"] for e in got] == list(range(1, last_seq + 1)), name
+        texts = [e["segment"]["text"] for e in got if e["type"] == "segment"]
+        assert texts == [f"{i:05d}" + "x" * BIG_TEXT_CHARS for i in range(BIG_EVENTS)], name
+
+
+def _ws_events(client, sock, messages: list[str]) -> list:
+    """Read once from `sock` into wsproto `client`; whole text messages go to `messages`; the events read."""
+    from wsproto.events import CloseConnection, Ping, TextMessage
+
+    data = sock.recv(1 << 20)
+    assert data, "the WebSocket closed without a close frame"
+    client.receive_data(data)
+    out = []
+    for event in client.events():
+        out.append(event)
+        if isinstance(event, TextMessage):
+            client._partial = getattr(client, "_partial", "") + event.data
+            if event.message_finished:
+                messages.append(client._partial)
+                client._partial = ""
+        elif isinstance(event, Ping):
+            sock.sendall(client.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            sock.sendall(client.send(event.response()))
+    return out
+
+
+def _unchunk(data: bytes) -> bytes:
+    """The body of an HTTP/1.1 chunked transfer."""
+    out, pos = [], 0
+    while True:
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2:end + 2 + size])
+        pos = end + 2 + size + 2

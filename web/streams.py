@@ -28,6 +28,7 @@ import tenacity
 from models import db
 from parley.redisconn import client
 from services import events
+from web.direct_writes import DirectWriter
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class EventHub:
     def __init__(self, redis_url: str, *, client_queue_size: int = 10_000):
         self.redis_url = redis_url
         self.client_queue_size = client_queue_size
-        self._clients: dict[str, set[queue.Queue]] = defaultdict(set)
+        self._clients: dict[str, set[queue.Queue | DirectWriter]] = defaultdict(set)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
@@ -77,14 +78,16 @@ class EventHub:
                 self._thread = threading.Thread(target=self._run, name="parley-event-hub", daemon=True)
                 self._thread.start()
 
-    def register(self, job_id: str) -> queue.Queue:
+    def register(self, job_id: str, *, writer: DirectWriter | None = None) -> queue.Queue | DirectWriter:
+        """A client of the job's events: a queue the hub fills, or `writer`, through which the hub writes
+        events into the client's socket itself (web.direct_writes)."""
         self.start()
-        q: queue.Queue = queue.Queue(maxsize=self.client_queue_size)
+        q = writer if writer is not None else queue.Queue(maxsize=self.client_queue_size)
         with self._lock:
             self._clients[job_id].add(q)
         return q
 
-    def unregister(self, job_id: str, q: queue.Queue) -> None:
+    def unregister(self, job_id: str, q: queue.Queue | DirectWriter) -> None:
         with self._lock:
             self._clients[job_id].discard(q)
             if not self._clients[job_id]:
@@ -98,6 +101,9 @@ class EventHub:
         with self._lock:
             targets = list(self._clients.get(job_id, ()))
         for q in targets:
+            if isinstance(q, DirectWriter):
+                q.offer(item)
+                continue
             try:
                 q.put_nowait(item)
             except queue.Full:
@@ -191,7 +197,7 @@ def _read_log_patiently(job_id: str, *, after: int, compact: bool, heartbeat_s: 
 
 
 def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s: float,
-               encode: Callable[[dict], T]) -> Iterator[T | None]:
+               encode: Callable[[dict], T], writer: DirectWriter | None = None) -> Iterator[T | None]:
     """A job's events, in order, each once, as `encode(event)`; None means "send a heartbeat". Ends after a
     terminal status.
 
@@ -199,8 +205,11 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
     new client, which gets the compacted log: the current status and every segment so far. `encode` must
     be the same function object for every client of a format (a module-level function): a live event is
     encoded once per process and format, and that encoding is sent to every client.
+
+    With `writer`, live events the hub can write itself never come out of this generator: it waits while
+    the hub writes, and yields only the log, heartbeats and what the hub handed back.
     """
-    q = hub.register(job_id)
+    q = hub.register(job_id, writer=writer)
     try:
         sent = last_seq or 0
         pending = yield from _read_log_patiently(job_id, after=sent, compact=last_seq is None,
@@ -213,18 +222,54 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
                 yield event.encoded(encode) if isinstance(event, Published) else encode(event)
                 if events.is_terminal(event):
                     return
-            try:
-                item = q.get(timeout=heartbeat_s)
-            except queue.Empty:
-                yield HEARTBEAT
-                pending = []
-                continue
-            if item is RESYNC or item["seq"] > sent + 1:
+            if writer is not None:
+                items = writer.take_pending()
+                if not items:
+                    writer.sent = sent
+                    woke = _hand_over(writer, heartbeat_s)
+                    sent = writer.sent
+                    if writer.failed or writer.ended:
+                        return
+                    writer.flush_rest()
+                    if writer.failed:
+                        return
+                    if not woke:
+                        yield HEARTBEAT
+                    items = writer.take_pending()
+            else:
+                try:
+                    items = [q.get(timeout=heartbeat_s)]
+                except queue.Empty:
+                    yield HEARTBEAT
+                    items = []
+            if any(item is RESYNC for item in items) or _gap(items, after=sent):
                 pending = yield from _read_log_patiently(job_id, after=sent, compact=False, heartbeat_s=heartbeat_s)
             else:
-                pending = [item]
+                pending = items
     finally:
         hub.unregister(job_id, q)
+
+
+def _hand_over(writer: DirectWriter, heartbeat_s: float) -> bool:
+    """Let the hub write to the client until it hands back (True) or a heartbeat is due (False)."""
+    writer.wake.clear()
+    writer.active = True
+    try:
+        return writer.wake.wait(heartbeat_s)
+    finally:
+        writer.active = False
+
+
+def _gap(items: list[dict], *, after: int) -> bool:
+    """Whether live events `items` skip a sequence number after `after` (one was lost: read the log)."""
+    expected = after + 1
+    for item in items:
+        if item["seq"] < expected:
+            continue
+        if item["seq"] > expected:
+            return True
+        expected += 1
+    return False
 
 
 def wait_until_finished(q: queue.Queue, finished: Callable[[], bool], *, timeout_s: float) -> bool:

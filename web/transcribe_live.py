@@ -8,14 +8,15 @@ from flask import Blueprint, request
 from pydantic import Field as PydanticField, RootModel
 from simple_websocket import ConnectionClosed
 
-from web import forms, sse
+from web import direct_writes, forms, sse
 from web.context import hub, settings
 from web.declared import Documented, Field, QueryModel, SpecWireModel, endpoint, event_stream, query_integer
-from web.streams import job_events, release_db_connection
+from web.direct_writes import DirectWriter
+from web.streams import RESYNC, job_events, release_db_connection
 from web.transcribe import (JOB_ID, SEQ, SPEC_STATE, STATE, UNKNOWN_JOB, ChunkInfo, JobState, KnownVoice, Segment,
                             SpecJobState,
                             job_or_404, spec_event)
-from web.websockets import sock
+from web.websockets import WholeWrites, sock
 
 live_bp = Blueprint("transcribe_live", __name__, url_prefix="/api/transcribe")
 
@@ -110,7 +111,12 @@ def job_events_sse(job_id: str, query: LiveQuery):
     """
     job_or_404(job_id)
     last = _last_seq(query)
-    stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s, encode=_sse_frame)
+    sock = request.environ.get("gunicorn.socket")
+    # gunicorn frames an HTTP/1.1 response of unknown length in chunks: the hub's writes must be chunks too.
+    writer = (DirectWriter(sock, _sse_chunk, resync=RESYNC) if settings().direct_writes and direct_writes.usable(sock)
+              and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1" else None)
+    stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s, encode=_sse_frame,
+                        writer=writer)
 
     def frames():
         yield sse.retry(2000)  # how soon EventSource reconnects
@@ -130,8 +136,16 @@ def _sse_frame(event: dict) -> bytes:
     return sse.event(event, name=event["type"], id=event["seq"]).encode()
 
 
+def _sse_chunk(event: dict) -> bytes:
+    return direct_writes.sse_chunked(_sse_frame(event))
+
+
 def _ws_message(event: dict) -> str:
     return json.dumps(spec_event(event), separators=(",", ":"))
+
+
+def _ws_frame(event: dict) -> bytes:
+    return direct_writes.ws_text_frame(_ws_message(event))
 
 
 @live_bp.before_request
@@ -152,9 +166,13 @@ def job_live(ws, job_id: str, query: LiveQuery):
     """
     last = _last_seq(query)
     release_db_connection()  # the handler runs for the stream's life (sse.response does this for SSE)
+    sock, whole = request.environ.get("gunicorn.socket"), request.environ.get("werkzeug.socket")
+    writer = None
+    if settings().direct_writes and direct_writes.usable(sock) and isinstance(whole, WholeWrites):
+        writer = whole.writer = DirectWriter(sock, _ws_frame, resync=RESYNC)
     try:
         for message in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s,
-                                  encode=_ws_message):
+                                  encode=_ws_message, writer=writer):
             ws.send(HEARTBEAT_MESSAGE if message is None else message)
         ws.close(reason=1000, message="job finished")
     except ConnectionClosed:

@@ -15,10 +15,19 @@ class WholeWrites:
 
     def __init__(self, raw):
         self._raw = raw
+        self.writer = None  # a web.direct_writes.DirectWriter once the event hub may write here too
 
     def send(self, data) -> int:
-        self._raw.sendall(data)
+        if self.writer is not None:
+            self.writer.write(data)  # never in the middle of the hub's frame
+        else:
+            self._raw.sendall(data)
         return len(data)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.closing()  # before the descriptor's number can be handed to another connection
+        self._raw.close()
 
     def __getattr__(self, name):
         return getattr(self._raw, name)

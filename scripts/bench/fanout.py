@@ -21,7 +21,9 @@ write, Redis pub/sub, the web process's hub, the stream's greenlet or thread and
 
 Phases, each on a fresh stack in the same run (`--phases`): by default gunicorn gthread 2 x `--threads`
 (the shape before gevent) and the Procfile's shape (gevent) with the same number of clients, 3/4 of
-gthread's threads, then the Procfile's shape with `--clients`. gthread holds one thread per open stream
+gthread's threads, then the Procfile's shape with `--clients`, first with PARLEY_DIRECT_WRITES=0
+(`gevent-queue`: each event reaches each stream through its own greenlet, the shape before the event hub
+wrote into the sockets itself), then as it ships. gthread holds one thread per open stream
 for the stream's whole life, so it cannot hold thousands; its quarter of threads left over serves the API
 polls. Besides each phase's CPU time, the table shows how long the web processes' threads were runnable
 but waited for a CPU: on a machine shared with other work that wait, not the server, sets the latencies.
@@ -177,9 +179,12 @@ def run_phase(redis: RedisServer, args, *, worker_class: str, clients: int) -> P
     with tempfile.TemporaryDirectory(prefix="parley-bench-fanout-") as tmp_name:
         tmp = Path(tmp_name)
         database_url = f"sqlite:///{tmp / 'data' / 'parley.db'}"
+        worker_class, _, variant = worker_class.partition("-")  # gevent-queue: without the hub's direct writes
         stack = ProductionStack(tmp, redis, database_url, processes=args.processes, threads=args.threads,
-                                worker_class=worker_class, PARLEY_RATE_LIMIT="1000000 per minute")
-        phase = Phase(stack.shape.describe(), clients)
+                                worker_class=worker_class, PARLEY_RATE_LIMIT="1000000 per minute",
+                                PARLEY_DIRECT_WRITES="0" if variant == "queue" else "1")
+        phase = Phase(stack.shape.describe() + (", events through each stream's greenlet" if variant == "queue"
+                                                else ""), clients)
         try:
             # services.events publishes with this process's settings (read once: every phase's stack uses the
             # same redis-server, and pub/sub channels span its database numbers).
@@ -256,13 +261,14 @@ def main() -> int:
     args = parser.parse_args()
     baseline = args.processes * args.threads * 3 // 4
     if args.quick:
-        args.events, args.rate, args.phases = 10, 5.0, args.phases or "gthread:48,gevent:48,gevent:200"
+        args.events, args.rate, args.phases = 10, 5.0, args.phases or "gthread:48,gevent:48,gevent-queue:200,gevent:200"
     if args.phases:
         plan = [(wc, int(n)) for wc, n in (item.split(":") for item in args.phases.split(","))]
     elif args.no_baseline:
         plan = [(procfile.worker_class, args.clients)]
     else:
-        plan = [("gthread", baseline), (procfile.worker_class, baseline), (procfile.worker_class, args.clients)]
+        shipped = procfile.worker_class
+        plan = [("gthread", baseline), (shipped, baseline), (f"{shipped}-queue", args.clients), (shipped, args.clients)]
     allow_open_files(max(n for _, n in plan) + 1000)
 
     print(host_line())
