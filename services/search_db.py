@@ -260,8 +260,8 @@ class DatabaseBackend(s.Backend):
             scan = bounded.Scan(scan.ids + more.ids, more.complete)
         found = scan.ids[:window]
         exact = scan.complete and len(scan.ids) <= window
-        total = len(found) if exact else _extrapolated_total(found)
         first_id = _first_id()
+        total = len(found) if exact else bounded.extrapolated_total(found, first_id=first_id)
         positive = query.positive
         if len(positive) == 1 and not clauses and not query.negative:
             hits = [total]
