@@ -224,3 +224,37 @@ def _unchunk(data: bytes) -> bytes:
             return b"".join(out)
         out.append(data[end + 2:end + 2 + size])
         pos = end + 2 + size + 2
+
+
+def test_a_terminal_event_cut_by_a_full_buffer_is_finished_and_ends_the_stream():
+    """The hub's write of the last event fills the socket buffer: the writer keeps the rest, stops, says the
+    stream has ended, and the rest goes out whole once the client reads."""
+    import threading
+
+    from web.direct_writes import DirectWriter
+    from web.streams import RESYNC, Published
+
+    server, client = socket.socketpair()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    server.setblocking(False)
+    frame = b"%07d" % 0 + b"x" * 999_993  # 1 MB: far more than the buffers hold
+    writer = DirectWriter(server, lambda event: frame, resync=RESYNC)
+    writer.sent, writer.active = 1, True
+    writer.offer(Published({"type": "status", "seq": 2, "status": "completed"}))
+    assert writer.ended and writer.rest and not writer.active and writer.wake.is_set() and writer.sent == 2
+    assert frame.endswith(writer.rest) and len(writer.rest) < len(frame)
+
+    received = bytearray()
+
+    def read_all():
+        while len(received) < len(frame):
+            received.extend(client.recv(1 << 16))
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    server.settimeout(30)  # what gevent's socket does for the stream's greenlet: wait until it can write
+    writer.flush_rest()
+    reader.join(30)
+    assert bytes(received) == frame and not writer.rest and not writer.failed
+    writer.offer(Published({"type": "segment", "seq": 3}))  # nothing is written after the end
+    assert list(writer.pending) == [{"type": "segment", "seq": 3}]

@@ -66,7 +66,7 @@ class DirectWriter:
         self.sent = 0  # the last sequence number on the wire
         self.pending: deque = deque()  # events the hub did not write, oldest first
         self.rest = b""  # the unwritten end of a frame the socket buffer cut
-        self.ended = False  # a terminal event went out
+        self.ended = False  # a terminal event went out (its end may still be in `rest`)
         self.failed = False  # the client is gone
         self.wake = threading.Event()
         self.lock = threading.Lock()  # one writer at a time among the greenlets that may block on the socket
@@ -87,11 +87,10 @@ class DirectWriter:
                 self._stop(failed=True)
                 return
             self.sent = item["seq"]
+            self.ended = events.is_terminal(item)
             if written < len(data):
                 self.rest = data[written:]
-                self._stop()
-            elif events.is_terminal(item):
-                self.ended = True
+            if self.rest or self.ended:
                 self._stop()
             return
         if len(self.pending) >= self.max_pending:

@@ -228,10 +228,9 @@ def job_events(hub: EventHub, job_id: str, *, last_seq: int | None, heartbeat_s:
                     writer.sent = sent
                     woke = _hand_over(writer, heartbeat_s)
                     sent = writer.sent
+                    if not writer.failed:
+                        writer.flush_rest()
                     if writer.failed or writer.ended:
-                        return
-                    writer.flush_rest()
-                    if writer.failed:
                         return
                     if not woke:
                         yield HEARTBEAT
