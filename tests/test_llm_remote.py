@@ -27,7 +27,7 @@ def remote_server(llm_ready, tmp_path_factory):
     def up():
         try:
             return requests.get(url + "/v1/models", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still loading on a busy machine
             return False
     try:
         wait_until(up, timeout=90, what="llama.cpp server")
