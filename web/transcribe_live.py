@@ -112,9 +112,10 @@ def job_events_sse(job_id: str, query: LiveQuery):
     job_or_404(job_id)
     last = _last_seq(query)
     sock = request.environ.get("gunicorn.socket")
-    # gunicorn frames an HTTP/1.1 response of unknown length in chunks: the hub's writes must be chunks too.
+    # gunicorn frames an HTTP/1.1 response of unknown length in chunks: the hub's writes must be chunks too
+    # (and a HEAD request gets no body at all).
     writer = (DirectWriter(sock, _sse_chunk, resync=RESYNC) if settings().direct_writes and direct_writes.usable(sock)
-              and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1" else None)
+              and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1" and request.method == "GET" else None)
     stream = job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s, encode=_sse_frame,
                         writer=writer)
 
