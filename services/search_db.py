@@ -303,7 +303,6 @@ class DatabaseBackend(s.Backend):
             raise s.SearchQueryError(f"the search engine rejected the query: {exc}") from None
         return s.SearchPage([_result(r) for r in rows], total)
 
-
     @staticmethod
     def _postgres_matches(tsq, clauses, params, window, *, need):
         """(matches as (id, ts_rank, timestamp) newest first, total, whether both are exact) of a query, reading
@@ -326,7 +325,7 @@ class DatabaseBackend(s.Backend):
             f"to_tsquery('english', %s) AS q(query) WHERE d.id >= %s AND {where} ORDER BY d.id DESC LIMIT %s",
             [tsq, oldest, *params, window + 1]).fetchall()
         if len(found) > window:
-            return found[:window], bounded.extrapolated_total([r[0] for r in found[:window]], first_id=first), False
+            return found[:window], _extrapolated_total([r[0] for r in found[:window]], first_id=first), False
         if oldest == (first or 1):  # the slice was the whole archive
             return found, len(found), True
         total = max(len(found), round(len(found) / (newest - oldest + 1) * (newest - first + 1)))
@@ -355,9 +354,10 @@ def _first_id() -> int:
     return db.execute_sql("SELECT min(id) FROM search_document").fetchone()[0] or 1
 
 
-def _extrapolated_total(ids: list[int]) -> int:
-    """How many documents match in all, from a window of their newest ids (newest first)."""
-    return bounded.extrapolated_total(ids, first_id=_first_id())
+def _extrapolated_total(ids: list[int], *, first_id: int | None = None) -> int:
+    """How many documents match in all, from a full window of their newest ids (newest first): more than the
+    window, since a match past it was seen."""
+    return max(len(ids) + 1, bounded.extrapolated_total(ids, first_id=first_id or _first_id()))
 
 
 def _fetch_sqlite(match: str, ids: list[int]) -> dict:

@@ -106,22 +106,19 @@ class DirectWriter:
 
     def flush_rest(self) -> None:
         """Write what the socket buffer cut off (the client's greenlet, before anything else goes out)."""
-        with self.lock:
-            if self.rest:
-                rest, self.rest = self.rest, b""
-                try:
-                    self.sock.sendall(rest)
-                except OSError:
-                    self.failed = True
+        if not self.rest:
+            return
+        try:
+            self.write(b"")
+        except OSError:
+            self.failed = True
 
     def write(self, data: bytes) -> None:
         """Another writer's data (a WebSocket pong or close): never inside a frame of the hub's."""
         self.active = False
         with self.lock:
-            if self.rest:
-                rest, self.rest = self.rest, b""
-                self.sock.sendall(rest)
-            self.sock.sendall(data)
+            rest, self.rest = self.rest, b""
+            self.sock.sendall(rest + data)
         self.wake.set()  # the client's greenlet hands the socket back to the hub
 
     def closing(self) -> None:
