@@ -53,3 +53,39 @@ def test_kill_9_mid_job_resumes_without_gap_or_duplicate(chunked_stack):
     assert [e["id"] for e in seen] == list(range(len(seen)))
     assert normalise(" ".join(e["text"] for e in seen)) == normalise(" ".join(s["text"] for s in segments))
     assert events[-1]["status"] == "completed"
+
+
+@pytest.fixture()
+def fresh_stack(tmp_path, redis_server, models_ready):
+    with running_stack(tmp_path, redis_server) as s:  # the default 120 s chunks: a kill lands inside one
+        yield s
+
+
+def test_kill_9_inside_a_chunk_resumes_to_the_uninterrupted_transcript(fresh_stack):
+    """Killed after a chunk's first segments were stored, the job ends with the very transcript (times, words,
+    speakers) that an uninterrupted run of the same audio gives: nothing lost, repeated or decoded otherwise."""
+    stack = fresh_stack
+    worker = stack.start_worker("asr-1", "asr")
+
+    def segments(job_id):
+        return [(s["start"], s["end"], s["text"], s["speaker"])
+                for s in stack.get(f"/api/transcribe/result/{job_id}").json()["segments"]]
+
+    calm_id = stack.upload(AUDIO / "long_two_speakers.mp3", diarize="true").json()["job_id"]
+    assert stack.wait_job(calm_id)["status"] == "completed"
+    calm = segments(calm_id)
+
+    job_id = stack.upload(AUDIO / "long_two_speakers.mp3", diarize="true").json()["job_id"]
+
+    def inside_first_chunk():
+        debug = stack.get(f"/api/transcribe/debug/{job_id}").json()
+        return debug if debug["chunks_done"] == 0 and debug["cached_segments"] >= 2 else None
+    wait_until(inside_first_chunk, timeout=180, interval=0.05, what="two segments stored in the first chunk")
+    worker.kill()
+    partial = stack.get(f"/api/transcribe/debug/{job_id}").json()
+    assert partial["chunks_done"] == 0 and 2 <= partial["cached_segments"] < len(calm), partial
+
+    stack.start_worker("asr-2", "asr")
+    assert stack.wait_job(job_id)["status"] == "completed"
+    assert stack.get(f"/api/transcribe/debug/{job_id}").json()["attempts"] == 2
+    assert segments(job_id) == calm

@@ -5,9 +5,8 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-
-import peewee
 
 from models import Job, Paragraph, Segment, Session, db
 from models.statuses import JobStatus, SessionStatus
@@ -153,10 +152,9 @@ def _transcribe(job: Job, settings: Settings) -> None:
     next_idx = Segment.select().where(Segment.job == job.id).count()
     for index in range(job.chunks_done, total):
         chunk_start, chunk_end = job.chunk_plan[index]
-        # Resume inside a chunk after the last segment a killed worker committed.
-        committed_end = (Segment.select(peewee.fn.MAX(Segment.end))
-                         .where((Segment.job == job.id) & (Segment.chunk_index == index)).scalar())
-        begin = max(chunk_start, committed_end or chunk_start)
+        stored = list(Segment.select(Segment.start, Segment.end, Segment.text)
+                      .where((Segment.job == job.id) & (Segment.chunk_index == index)).order_by(Segment.idx))
+        committed_end = max((s.end for s in stored), default=chunk_start)
 
         def progress_at(t: float) -> dict:
             chunk_pct = 100.0 * (t - chunk_start) / max(chunk_end - chunk_start, 1e-6)
@@ -167,34 +165,20 @@ def _transcribe(job: Job, settings: Settings) -> None:
                 "message": f"Processing chunk {index + 1}/{total} ({int(min(asr_share, overall))}%)",
             }
 
-        events.emit_status(job, **progress_at(begin))
-        if chunk_end - begin >= 0.3:
+        events.emit_status(job, **progress_at(committed_end))
+        if chunk_end - committed_end >= 0.3:
             provisional = _diarize_chunk(job, settings, audio, index, tracker) if tracker else None
-            recognition = asr.transcribe(
-                settings, audio[int(begin * SAMPLE_RATE): int(chunk_end * SAMPLE_RATE)],
-                model_name=job.model_name, language=job.language or job.detected_language,
-                offset=begin,
-            )
-            if not job.detected_language:
-                job.detected_language = recognition.language
-                job.save(only=[Job.detected_language])
             last_tick = time.monotonic()
-            for seg in recognition.segments:
+            for part in _chunk_parts(job, settings, audio, index, provisional, stored):
                 if Job.select(Job.status).where(Job.id == job.id).scalar() == "canceled":
                     raise Stopped()
-                fields = dict(chunk_index=index, start=seg.start, end=seg.end, text=seg.text,
-                              words=[w.__dict__ for w in seg.words], avg_logprob=seg.avg_logprob,
-                              no_speech_prob=seg.no_speech_prob)
-                # A segment in which the speaker changes is committed as one segment per speaker.
-                parts = turns.label_segments([fields], provisional) if provisional is not None else [fields]
-                for part in parts:
-                    with db.atomic():
-                        row = Segment.create(job=job.id, idx=next_idx, **part)
-                        event = events.record(job.id, "segment", row.as_dict())
-                    events.publish(event)
-                    next_idx += 1
+                with db.atomic():
+                    row = Segment.create(job=job.id, idx=next_idx, **part)
+                    event = events.record(job.id, "segment", row.as_dict())
+                events.publish(event)
+                next_idx += 1
                 if time.monotonic() - last_tick >= STATUS_TICK_S:
-                    events.emit_status(job, **progress_at(seg.end))
+                    events.emit_status(job, **progress_at(part["end"]))
                     last_tick = time.monotonic()
         elif tracker is not None:
             _diarize_chunk(job, settings, audio, index, tracker)
@@ -207,6 +191,52 @@ def _transcribe(job: Job, settings: Settings) -> None:
         final, voices = tracker.final()
         _label_speakers(job, final, voices, _split_contrasts(audio, final, voices, settings))
     _complete(job)
+
+
+def _chunk_parts(job: Job, settings: Settings, audio, index: int, provisional: list[turns.SpeakerTurn] | None,
+                 stored: list[Segment]) -> Iterator[dict]:
+    """The chunk's segments not stored yet, one per speaker where the speaker changes, as the engine decodes them.
+
+    A worker killed inside a chunk left its first segments stored. The chunk is decoded again from its start
+    and those segments are skipped as the engine yields them again, so a resumed transcript equals an
+    uninterrupted one: decoding only the rest would give Whisper another window, and with it other segment
+    times and words (the soak saw a word appear that the uninterrupted run never had). Redoing at most one chunk
+    is the price. Should the engine not decode the stored start the same way (another engine or model build
+    after a restart), the rest is decoded from the end of the last stored segment, as nothing may be heard twice.
+    """
+    chunk_start, chunk_end = job.chunk_plan[index]
+    replayed = 0
+    for part in _recognised_parts(job, settings, audio, index, provisional, begin=chunk_start):
+        if replayed == len(stored):
+            yield part
+        elif (round(part["start"], 3), round(part["end"], 3), part["text"]) == (
+                round(stored[replayed].start, 3), round(stored[replayed].end, 3), stored[replayed].text):
+            replayed += 1
+        else:
+            break
+    if replayed < len(stored):
+        log.warning("job %s chunk %s decoded otherwise than before the restart; going on after its stored segments",
+                    job.id, index)
+        begin = max(s.end for s in stored)
+        if chunk_end - begin >= 0.3:
+            yield from _recognised_parts(job, settings, audio, index, provisional, begin=begin)
+
+
+def _recognised_parts(job: Job, settings: Settings, audio, index: int,
+                      provisional: list[turns.SpeakerTurn] | None, *, begin: float) -> Iterator[dict]:
+    """Segment rows' fields for the chunk's audio from `begin` on, split where the provisional speaker changes."""
+    chunk_end = job.chunk_plan[index][1]
+    recognition = asr.transcribe(settings, audio[int(begin * SAMPLE_RATE): int(chunk_end * SAMPLE_RATE)],
+                                 model_name=job.model_name, language=job.language or job.detected_language,
+                                 offset=begin)
+    if not job.detected_language:
+        job.detected_language = recognition.language
+        job.save(only=[Job.detected_language])
+    for seg in recognition.segments:
+        fields = dict(chunk_index=index, start=seg.start, end=seg.end, text=seg.text,
+                      words=[w.__dict__ for w in seg.words], avg_logprob=seg.avg_logprob,
+                      no_speech_prob=seg.no_speech_prob)
+        yield from turns.label_segments([fields], provisional) if provisional is not None else [fields]
 
 
 def _diarize_chunk(job: Job, settings: Settings, audio, index: int,
