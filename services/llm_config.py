@@ -1,7 +1,7 @@
 """The language-model settings row, and how models are described to clients."""
 from __future__ import annotations
 
-from models import LlmSettings, db
+from models import LlmSettings
 from parley.config import Settings, get_settings
 from parley.timestamps import now_ms
 from services import llmstore
@@ -23,8 +23,10 @@ def current() -> LlmSettings:
     """The settings row, created with defaults on first use."""
     row = LlmSettings.get_or_none(LlmSettings.id == 1)
     if row is None:
-        with db.atomic():
-            row, _ = LlmSettings.get_or_create(id=1)
+        # Not inside a transaction of ours: on SQLite, a transaction that read before it writes fails at once
+        # ("database is locked", no busy wait) when another process wrote meanwhile, which failed a web process
+        # booting beside another. get_or_create inserts in its own transaction and reads the row on a conflict.
+        row, _ = LlmSettings.get_or_create(id=1)
     return row
 
 

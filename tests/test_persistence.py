@@ -74,6 +74,44 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
         assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
+
+def test_the_settings_row_is_created_while_another_process_writes(tmp_path):
+    """A web process creates its LLM settings row at boot while others write (a second web process inserting its
+    templates, workers): SQLite fails a transaction that read before writing at once when another connection
+    wrote meanwhile, so no such transaction may wrap the row's creation (it failed 172 of 300 tries so)."""
+    import sqlite3
+    import threading
+
+    from models import LlmSettings, db, migrate
+    from services import llm_config
+
+    path = tmp_path / "p.db"
+    migrate(f"sqlite:///{path}")
+    stop = threading.Event()
+
+    def other_process_writing():
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        conn.execute("CREATE TABLE scratch (n INTEGER)")
+        n = 0
+        while not stop.is_set():
+            conn.execute("INSERT INTO scratch VALUES (?)", (n,))  # one short transaction each
+            n += 1
+            time.sleep(0.0005)  # a writer that lets others in, as real ones do
+        conn.close()
+
+    writer = threading.Thread(target=other_process_writing)
+    writer.start()
+    try:
+        with db.connection_context():
+            for _ in range(100):
+                LlmSettings.delete().execute()
+                assert llm_config.current().id == 1
+            assert LlmSettings.select().count() == 1
+    finally:
+        stop.set()
+        writer.join()
+
+
 def test_event_numbers_are_contiguous_per_job(schema):
     from services import events
 
