@@ -36,6 +36,9 @@ RESYNC = {"type": "_resync"}  # put to every client when the subscription was br
 HEARTBEAT = None
 T = TypeVar("T")
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.5, 10.0  # the event hub's waits between tries to reach Redis again
+# The hub lets other greenlets run after this many clients of one event: handing an event to thousands of
+# clients takes a web process 100 ms or more, and API requests arriving meanwhile waited for all of it.
+YIELD_EVERY = 64
 
 
 class Published(dict):
@@ -100,7 +103,9 @@ class EventHub:
     def _deliver(self, job_id: str, item) -> None:
         with self._lock:
             targets = list(self._clients.get(job_id, ()))
-        for q in targets:
+        for n, q in enumerate(targets, 1):
+            if n % YIELD_EVERY == 0:
+                time.sleep(0)  # under gevent, a switch; the next event is read only after this one is handed out
             if isinstance(q, DirectWriter):
                 q.offer(item)
                 continue

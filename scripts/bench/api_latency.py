@@ -233,6 +233,14 @@ async def run_load(port: int, job_ids: list[str], *, clients: int, seconds: floa
     return tally
 
 
+def load_in_own_process(port: int, job_ids: list[str], *, clients: int, seconds: float, interval: float,
+                        seed_: int) -> Tally:
+    """run_load in a process of its own (a ProcessPoolExecutor's): its latencies then hold no wait for a busy
+    event loop of the caller's (fanout.py's thousands of stream clients)."""
+    return asyncio.run(run_load(port, job_ids, clients=clients, seconds=seconds, interval=interval, seed_=seed_,
+                                pids=[]))
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
