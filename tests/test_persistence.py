@@ -74,7 +74,6 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
         assert db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
-
 def test_the_settings_row_is_created_while_another_process_writes(tmp_path):
     """A web process creates its LLM settings row at boot while others write (a second web process inserting its
     templates, workers): SQLite fails a transaction that read before writing at once when another connection
