@@ -258,3 +258,47 @@ def test_a_terminal_event_cut_by_a_full_buffer_is_finished_and_ends_the_stream()
     assert bytes(received) == frame and not writer.rest and not writer.failed
     writer.offer(Published({"type": "segment", "seq": 3}))  # nothing is written after the end
     assert list(writer.pending) == [{"type": "segment", "seq": 3}]
+
+
+HUB_UNDER_GEVENT = """
+from gevent import monkey
+monkey.patch_all()
+import json, queue, socket, threading
+from web.streams import YIELD_EVERY, EventHub, Published
+
+hub = EventHub("redis://127.0.0.1:9/0")  # never started: only its hand-out to clients runs here
+clients = [queue.Queue() for _ in range(5000)]
+hub._clients["job"].update(clients)
+request, peer = socket.socketpair()
+waiting, seen = threading.Event(), []
+
+def serve():  # a keep-alive connection's greenlet, waiting for its next request
+    waiting.set()
+    request.recv(1)
+    seen.append(sum(q.qsize() for q in clients))
+
+reader = threading.Thread(target=serve)
+reader.start()
+waiting.wait()
+peer.send(b"G")  # the request has arrived before the hand-out starts
+hub._deliver("job", Published({"type": "segment", "seq": 1}))
+reader.join()
+print(json.dumps({"served_after": seen[0], "yield_every": YIELD_EVERY,
+                  "delivered": sum(q.qsize() for q in clients)}))
+"""
+
+
+def test_a_request_waiting_on_its_socket_is_served_during_a_big_hand_out():
+    """Under gevent (the Procfile's worker) the hub hands one event to 5,000 clients of a process; a request
+    whose bytes are already on its socket must be served at the hub's first pause, not after all of them.
+    With sleep(0) as the pause it was served after 3,000 clients or more: the event loop never polled sockets."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, "-c", HUB_UNDER_GEVENT], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["delivered"] == 5000
+    assert result["served_after"] <= 2 * result["yield_every"], result
