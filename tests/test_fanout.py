@@ -302,3 +302,74 @@ def test_a_request_waiting_on_its_socket_is_served_during_a_big_hand_out():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["delivered"] == 5000
     assert result["served_after"] <= 2 * result["yield_every"], result
+
+
+def _websocket_to_the_end(port: int, job_id: str, *, on_first=lambda: None) -> tuple[list[tuple[int, bytes]], bytes]:
+    """A WebSocket client that answers the server's close frame and then reads on: the frames it got, and every
+    byte that came after the close frame before the server closed the connection. `on_first()` once the first
+    frame is in (the server has registered the stream by then)."""
+    import base64
+    import os
+    import struct
+
+    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with conn:
+        key = base64.b64encode(os.urandom(16)).decode()
+        conn.sendall(f"GET /api/transcribe/live/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(65536)
+        head, data = data.split(b"\r\n\r\n", 1)
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        frames = []
+        while True:
+            while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F if data[1] & 0x7F < 126 else 0):
+                more = conn.recv(65536)
+                assert more, f"connection closed before a close frame, after {frames}"
+                data += more
+            length, at = data[1] & 0x7F, 2
+            if length >= 126:
+                size = 2 if length == 126 else 8
+                while len(data) < 2 + size:
+                    data += conn.recv(65536)
+                length, at = int.from_bytes(data[2:2 + size], "big"), 2 + size
+            while len(data) < at + length:
+                data += conn.recv(65536)
+            frames.append((data[0] & 0x0F, data[at:at + length]))
+            data = data[at + length:]
+            if len(frames) == 1:
+                on_first()
+            if frames[-1][0] == 8:
+                break
+        conn.sendall(b"\x88\x82\x00\x00\x00\x00" + struct.pack(">H", 1000))  # the client's close answer (masked)
+        while True:
+            more = conn.recv(65536)
+            if not more:
+                return frames, data
+            data += more
+
+
+def test_a_websocket_stream_ends_with_its_close_frame_and_the_server_closes_the_connection(fanout_stack):
+    """After the close handshake nothing more may come on the connection (gunicorn once answered the finished
+    WebSocket handler as an HTTP request: a `200 OK` after the close frame), and the server closes it without
+    logging an error (gunicorn read the socket beside simple-websocket's reader: ConcurrentObjectUseError)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    publisher = Publisher(fanout_stack)
+    job_id = publisher.create_job()
+    connected = []
+    with ThreadPoolExecutor(20) as pool:
+        live = [pool.submit(_websocket_to_the_end, fanout_stack.port, job_id, on_first=lambda: connected.append(1))
+                for _ in range(20)]
+        wait_until(lambda: len(connected) == 20, timeout=60, what="20 WebSocket clients on the running job")
+        publisher.segments(job_id, count=3, every_s=0.05, on_seq=lambda seq: None)
+        publisher.finish(job_id)
+        ended = [f.result(timeout=60) for f in live]
+    finished = _websocket_to_the_end(fanout_stack.port, job_id)  # a finished job: replay, then close
+    for frames, after_close in [*ended, finished]:
+        messages = [json.loads(payload) for opcode, payload in frames if opcode == 1]
+        assert messages[-1]["type"] == "status" and messages[-1]["status"] == "completed"
+        assert frames[-1][0] == 8 and after_close == b"", after_close[:200]
+    log = fanout_stack.web.log_path.read_text(errors="replace")
+    assert "Error handling request" not in log and "ConcurrentObjectUseError" not in log, log[-3000:]

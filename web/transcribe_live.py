@@ -129,6 +129,7 @@ def job_events_sse(job_id: str, query: LiveQuery):
 
 HEARTBEAT_FRAME = sse.comment("heartbeat").encode()
 HEARTBEAT_MESSAGE = json.dumps({"type": "heartbeat"}, separators=(",", ":"))
+CLOSE_ANSWER_S = 2.0  # how long a finished WebSocket stream waits for the client's answer to its close frame
 
 
 def _sse_frame(event: dict) -> bytes:
@@ -167,14 +168,16 @@ def job_live(ws, job_id: str, query: LiveQuery):
     """
     last = _last_seq(query)
     release_db_connection()  # the handler runs for the stream's life (sse.response does this for SSE)
-    sock, whole = request.environ.get("gunicorn.socket"), request.environ.get("werkzeug.socket")
+    whole = request.environ.get("gunicorn.socket")  # web.websockets put it there for every WebSocket
     writer = None
-    if settings().direct_writes and direct_writes.usable(sock) and isinstance(whole, WholeWrites):
-        writer = whole.writer = DirectWriter(sock, _ws_frame, resync=RESYNC)
+    if settings().direct_writes and isinstance(whole, WholeWrites) and direct_writes.usable(whole.raw):
+        writer = whole.writer = DirectWriter(whole.raw, _ws_frame, resync=RESYNC)
     try:
         for message in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s,
                                   encode=_ws_message, writer=writer):
             ws.send(HEARTBEAT_MESSAGE if message is None else message)
         ws.close(reason=1000, message="job finished")
+        # The client answers the close frame; a connection closed before its answer arrives is reset instead.
+        ws.thread.join(CLOSE_ANSWER_S)
     except ConnectionClosed:
         pass

@@ -14,30 +14,35 @@ class WholeWrites:
     """
 
     def __init__(self, raw):
-        self._raw = raw
+        self.raw = raw
         self.writer = None  # a web.direct_writes.DirectWriter once the event hub may write here too
 
     def send(self, data) -> int:
         if self.writer is not None:
             self.writer.write(data)  # never in the middle of the hub's frame
         else:
-            self._raw.sendall(data)
+            self.raw.sendall(data)
         return len(data)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.closing()  # before the descriptor's number can be handed to another connection
-        self._raw.close()
+        self.raw.close()
 
     def __getattr__(self, name):
-        return getattr(self._raw, name)
+        return getattr(self.raw, name)
 
 
 def whole_writes_for_websockets() -> None:
-    """A before_request hook: a WebSocket upgrade's connection gets written through WholeWrites (simple-websocket
-    takes `werkzeug.socket` before gunicorn's own)."""
+    """A before_request hook: under gunicorn, a WebSocket upgrade's connection gets written through WholeWrites.
+
+    It replaces gunicorn's own `gunicorn.socket` so that simple-websocket still knows it runs under gunicorn, and
+    flask-sock ends the connection after the handler (gunicorn closes it). Put under `werkzeug.socket`, it made
+    flask-sock answer as under werkzeug's server: gunicorn wrote a `200 OK` page after the close frame and read
+    the socket for another request beside simple-websocket's reader (an error with a traceback in the log).
+    """
     environ = request.environ
     raw = environ.get("gunicorn.socket")
-    if raw is not None and "werkzeug.socket" not in environ and \
+    if raw is not None and not isinstance(raw, WholeWrites) and "werkzeug.socket" not in environ and \
             request.headers.get("Upgrade", "").lower() == "websocket":
-        environ["werkzeug.socket"] = WholeWrites(raw)
+        environ["gunicorn.socket"] = WholeWrites(raw)
