@@ -89,3 +89,39 @@ def test_kill_9_inside_a_chunk_resumes_to_the_uninterrupted_transcript(fresh_sta
     assert stack.wait_job(job_id)["status"] == "completed"
     assert stack.get(f"/api/transcribe/debug/{job_id}").json()["attempts"] == 2
     assert segments(job_id) == calm
+
+
+def test_a_chunk_decoded_otherwise_after_the_restart_goes_on_after_its_stored_segments(fresh_stack):
+    """The stored segments of the interrupted chunk are not what the engine decodes now (as after a change of
+    engine or model build between the crash and the restart: here the stored text is changed while no worker
+    runs). The resumed job keeps what was stored, goes on after its end (nothing heard twice, nothing lost)
+    and logs why."""
+    from models import Segment, db, init_db
+
+    stack = fresh_stack
+    worker = stack.start_worker("asr-1", "asr")
+    job_id = stack.upload(AUDIO / "long_two_speakers.mp3", diarize="false").json()["job_id"]
+
+    def inside_first_chunk():
+        debug = stack.get(f"/api/transcribe/debug/{job_id}").json()
+        return debug if debug["chunks_done"] == 0 and debug["cached_segments"] >= 2 else None
+    wait_until(inside_first_chunk, timeout=180, interval=0.05, what="two segments stored in the first chunk")
+    worker.kill()
+    init_db(stack.env["DATABASE_URL"])
+    with db.connection_context():
+        first = Segment.select().where(Segment.job == job_id).order_by(Segment.idx).first()
+        Segment.update(text=" Words another model build heard.").where(Segment.id == first.id).execute()
+        stored = [(s.start, s.end, s.text) for s in Segment.select().where(Segment.job == job_id)
+                  .order_by(Segment.idx)]
+
+    resumed = stack.start_worker("asr-2", "asr")
+    assert stack.wait_job(job_id)["status"] == "completed"
+    segments = stack.get(f"/api/transcribe/result/{job_id}").json()["segments"]
+    assert [(s["start"], s["end"], s["text"]) for s in segments[:len(stored)]] == stored
+    assert len(segments) > len(stored)
+    for prev, seg in zip(segments, segments[1:]):
+        assert seg["start"] >= prev["end"] - 0.05, (prev, seg)  # no overlap: nothing transcribed twice
+    rest = " ".join(s["text"] for s in segments[len(stored):])
+    spoken = " ".join(t["text"] for t in truth("long_two_speakers")["turns"])
+    assert wer(spoken, " ".join(s[2] for s in stored) + " " + rest) < 0.2  # the rest of the recording is there
+    assert "decoded otherwise than before the restart" in resumed.log_path.read_text(errors="replace")
