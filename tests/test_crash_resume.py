@@ -61,6 +61,15 @@ def fresh_stack(tmp_path, redis_server, models_ready):
         yield s
 
 
+def kill_inside_the_first_chunk(stack, job_id: str, worker) -> None:
+    """SIGKILL the worker once two segments of the job's first chunk are stored."""
+    def inside_first_chunk():
+        debug = stack.get(f"/api/transcribe/debug/{job_id}").json()
+        return debug if debug["chunks_done"] == 0 and debug["cached_segments"] >= 2 else None
+    wait_until(inside_first_chunk, timeout=180, interval=0.05, what="two segments stored in the first chunk")
+    worker.kill()
+
+
 def test_kill_9_inside_a_chunk_resumes_to_the_uninterrupted_transcript(fresh_stack):
     """Killed after a chunk's first segments were stored, the job ends with the very transcript (times, words,
     speakers) that an uninterrupted run of the same audio gives: nothing lost, repeated or decoded otherwise."""
@@ -76,12 +85,7 @@ def test_kill_9_inside_a_chunk_resumes_to_the_uninterrupted_transcript(fresh_sta
     calm = segments(calm_id)
 
     job_id = stack.upload(AUDIO / "long_two_speakers.mp3", diarize="true").json()["job_id"]
-
-    def inside_first_chunk():
-        debug = stack.get(f"/api/transcribe/debug/{job_id}").json()
-        return debug if debug["chunks_done"] == 0 and debug["cached_segments"] >= 2 else None
-    wait_until(inside_first_chunk, timeout=180, interval=0.05, what="two segments stored in the first chunk")
-    worker.kill()
+    kill_inside_the_first_chunk(stack, job_id, worker)
     partial = stack.get(f"/api/transcribe/debug/{job_id}").json()
     assert partial["chunks_done"] == 0 and 2 <= partial["cached_segments"] < len(calm), partial
 
@@ -101,12 +105,7 @@ def test_a_chunk_decoded_otherwise_after_the_restart_goes_on_after_its_stored_se
     stack = fresh_stack
     worker = stack.start_worker("asr-1", "asr")
     job_id = stack.upload(AUDIO / "long_two_speakers.mp3", diarize="false").json()["job_id"]
-
-    def inside_first_chunk():
-        debug = stack.get(f"/api/transcribe/debug/{job_id}").json()
-        return debug if debug["chunks_done"] == 0 and debug["cached_segments"] >= 2 else None
-    wait_until(inside_first_chunk, timeout=180, interval=0.05, what="two segments stored in the first chunk")
-    worker.kill()
+    kill_inside_the_first_chunk(stack, job_id, worker)
     init_db(stack.env["DATABASE_URL"])
     with db.connection_context():
         first = Segment.select().where(Segment.job == job_id).order_by(Segment.idx).first()
