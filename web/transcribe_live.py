@@ -16,7 +16,7 @@ from web.streams import RESYNC, job_events, release_db_connection
 from web.transcribe import (JOB_ID, SEQ, SPEC_STATE, STATE, UNKNOWN_JOB, ChunkInfo, JobState, KnownVoice, Segment,
                             SpecJobState,
                             job_or_404, spec_event)
-from web.websockets import WholeWrites, sock
+from web.websockets import WholeWrites, release, sock
 
 live_bp = Blueprint("transcribe_live", __name__, url_prefix="/api/transcribe")
 
@@ -181,3 +181,5 @@ def job_live(ws, job_id: str, query: LiveQuery):
         ws.thread.join(CLOSE_ANSWER_S)
     except ConnectionClosed:
         pass
+    finally:
+        release(ws)

@@ -1,4 +1,4 @@
-"""The flask-sock extension: blueprints declare WebSocket routes on `sock`, and create_app binds it to the app."""
+"""WebSocket plumbing around flask-sock: routes on `sock`, whole writes, and finished connections let go."""
 from flask import request
 from flask_sock import Sock
 
@@ -46,3 +46,15 @@ def whole_writes_for_websockets() -> None:
     if raw is not None and not isinstance(raw, WholeWrites) and "werkzeug.socket" not in environ and \
             request.headers.get("Upgrade", "").lower() == "websocket":
         environ["gunicorn.socket"] = WholeWrites(raw)
+
+
+def release(ws) -> None:
+    """Drop what a finished WebSocket (a simple-websocket `Server`) holds, once its reader thread has ended.
+
+    flask-sock builds a response class for every connection, and a class is a reference cycle: through it `ws`,
+    with the connection's request, socket and protocol state (about 130 objects), lived until a full
+    garbage-collection pass. At the end of a job watched by 2,500 WebSocket clients that pass then freed some
+    75,000 objects in one 140-160 ms pause of the process (scripts/bench/fanout.py; 10-25 ms once released here).
+    """
+    if not ws.thread.is_alive():  # a reader still waiting on the socket needs it
+        ws.environ = ws.sock = ws.ws = None
