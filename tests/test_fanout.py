@@ -4,6 +4,9 @@ The web tier runs as the Procfile runs it (gunicorn's gevent worker, tests/conft
 process. Events are written and published from this process exactly as a worker does it (the event log row
 through services.events.record, then the same JSON on the job's Redis channel), so the test controls how many
 there are and when; no model runs. A bounded version of scripts/bench/fanout.py, without its timings.
+
+The tests at the end cover what the benchmark's tail latencies led to: the hub pausing so that requests waiting
+on their sockets get in during a hand-out, and WebSocket streams that end cleanly and let go of their connection.
 """
 from __future__ import annotations
 
