@@ -16,7 +16,7 @@ from web.streams import RESYNC, job_events, release_db_connection
 from web.transcribe import (JOB_ID, SEQ, SPEC_STATE, STATE, UNKNOWN_JOB, ChunkInfo, JobState, KnownVoice, Segment,
                             SpecJobState,
                             job_or_404, spec_event)
-from web.websockets import WholeWrites, release, sock
+from web.websockets import WholeWrites, sock
 
 live_bp = Blueprint("transcribe_live", __name__, url_prefix="/api/transcribe")
 
@@ -129,7 +129,6 @@ def job_events_sse(job_id: str, query: LiveQuery):
 
 HEARTBEAT_FRAME = sse.comment("heartbeat").encode()
 HEARTBEAT_MESSAGE = json.dumps({"type": "heartbeat"}, separators=(",", ":"))
-CLOSE_ANSWER_S = 2.0  # how long a finished WebSocket stream waits for the client's answer to its close frame
 
 
 def _sse_frame(event: dict) -> bytes:
@@ -176,10 +175,6 @@ def job_live(ws, job_id: str, query: LiveQuery):
         for message in job_events(hub(), job_id, last_seq=last, heartbeat_s=settings().heartbeat_s,
                                   encode=_ws_message, writer=writer):
             ws.send(HEARTBEAT_MESSAGE if message is None else message)
-        ws.close(reason=1000, message="job finished")
-        # The client answers the close frame; a connection closed before its answer arrives is reset instead.
-        ws.thread.join(CLOSE_ANSWER_S)
+        ws.close(reason=1000, message="job finished")  # web.websockets.end then waits for the answer
     except ConnectionClosed:
         pass
-    finally:
-        release(ws)

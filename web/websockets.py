@@ -1,6 +1,29 @@
 """WebSocket plumbing around flask-sock: routes on `sock`, whole writes, and finished connections let go."""
+import functools
+
+import flask_sock
 from flask import request
-from flask_sock import Sock
+from simple_websocket import ConnectionClosed
+
+CLOSE_ANSWER_S = 2.0  # how long a finished WebSocket waits for the client's answer to its close frame
+
+
+class Sock(flask_sock.Sock):
+    """flask-sock's extension, with every WebSocket route's connection ended by `end` after its handler."""
+
+    def route(self, path, bp=None, **kwargs):
+        register = super().route(path, bp=bp, **kwargs)
+
+        def decorator(handler):
+            @functools.wraps(handler)
+            def handler_then_end(ws, *args, **kw):
+                try:
+                    return handler(ws, *args, **kw)
+                finally:
+                    end(ws)
+            return register(handler_then_end)
+        return decorator
+
 
 sock = Sock()
 
@@ -46,6 +69,17 @@ def whole_writes_for_websockets() -> None:
     if raw is not None and not isinstance(raw, WholeWrites) and "werkzeug.socket" not in environ and \
             request.headers.get("Upgrade", "").lower() == "websocket":
         environ["gunicorn.socket"] = WholeWrites(raw)
+
+
+def end(ws) -> None:
+    """Close a WebSocket whose handler is done (unless it or the client did), wait up to CLOSE_ANSWER_S for the
+    client's answer (a connection closed before the answer arrives is reset instead), and `release` it."""
+    try:
+        ws.close()
+    except (ConnectionClosed, OSError):
+        pass  # closed already, or the client is gone
+    ws.thread.join(CLOSE_ANSWER_S)
+    release(ws)
 
 
 def release(ws) -> None:
