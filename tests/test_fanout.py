@@ -308,49 +308,24 @@ def test_a_request_waiting_on_its_socket_is_served_during_a_big_hand_out():
 
 
 def _websocket_to_the_end(port: int, job_id: str, *, on_first=lambda: None) -> tuple[list[tuple[int, bytes]], bytes]:
-    """A WebSocket client that answers the server's close frame and then reads on: the frames it got, and every
-    byte that came after the close frame before the server closed the connection. `on_first()` once the first
-    frame is in (the server has registered the stream by then)."""
-    import base64
-    import os
-    import struct
+    """A WebSocket client (websocket-client) that answers the server's close frame and then reads the raw socket
+    on: the frames it got, and every byte that came after the close frame before the server closed the
+    connection. `on_first()` once the first frame is in (the server has registered the stream by then)."""
+    import websocket
 
-    conn = socket.create_connection(("127.0.0.1", port), timeout=30)
-    with conn:
-        key = base64.b64encode(os.urandom(16)).decode()
-        conn.sendall(f"GET /api/transcribe/live/{job_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                     f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-        data = b""
-        while b"\r\n\r\n" not in data:
-            data += conn.recv(65536)
-        head, data = data.split(b"\r\n\r\n", 1)
-        assert b" 101 " in head.split(b"\r\n")[0], head
+    client = websocket.create_connection(f"ws://127.0.0.1:{port}/api/transcribe/live/{job_id}", timeout=30)
+    try:
         frames = []
-        while True:
-            while len(data) < 2 or len(data) < 2 + (data[1] & 0x7F if data[1] & 0x7F < 126 else 0):
-                more = conn.recv(65536)
-                assert more, f"connection closed before a close frame, after {frames}"
-                data += more
-            length, at = data[1] & 0x7F, 2
-            if length >= 126:
-                size = 2 if length == 126 else 8
-                while len(data) < 2 + size:
-                    data += conn.recv(65536)
-                length, at = int.from_bytes(data[2:2 + size], "big"), 2 + size
-            while len(data) < at + length:
-                data += conn.recv(65536)
-            frames.append((data[0] & 0x0F, data[at:at + length]))
-            data = data[at + length:]
+        while not frames or frames[-1][0] != websocket.ABNF.OPCODE_CLOSE:
+            frames.append(client.recv_data(control_frame=True))  # a close frame is answered as it is read
             if len(frames) == 1:
                 on_first()
-            if frames[-1][0] == 8:
-                break
-        conn.sendall(b"\x88\x82\x00\x00\x00\x00" + struct.pack(">H", 1000))  # the client's close answer (masked)
-        while True:
-            more = conn.recv(65536)
-            if not more:
-                return frames, data
-            data += more
+        after_close = b""
+        while more := client.sock.recv(65536):
+            after_close += more
+        return frames, after_close
+    finally:
+        client.shutdown()
 
 
 def test_a_websocket_stream_ends_with_its_close_frame_and_the_server_closes_the_connection(fanout_stack):
