@@ -79,6 +79,29 @@ def test_given_count_across_chunks(call):
         assert len({t.speaker for t in tracker.final_turns()}) == wanted
 
 
+def test_a_chunk_where_nobody_has_a_voice_takes_a_speaker_already_there():
+    """A long recording whose chunk holds only a brief utterance (real AMI speech, cut where the worker's chunking
+    cut it with 10 s chunks): that chunk's speaker has no voice to match, and the chunks after it must still be
+    matched (this raised ValueError in SpeakerTracker.add), and it must not become a person of its own."""
+    recording = real_recordings()["ami-trn00"]
+    audio, _ = sf.read(recording.wav, dtype="float32")
+    rate = diarize.SAMPLE_RATE
+    brief, rest = audio[:int(9.3 * rate)], audio[int(9.3 * rate):]
+    tracker = diarize.SpeakerTracker()
+    first = diarize.diarize(brief, model_dir=MODEL_DIR)
+    assert first.turns and not first.voices  # what this test is about: speech, but too little for a voice
+    second = diarize.diarize(rest, model_dir=MODEL_DIR, offset=9.3)
+    assert len(second.voices) == 2
+    provisional = tracker.add(0, first) + tracker.add(1, second)
+    # The same brief stretch again after voiced chunks: it takes the latest speaker, not a new one.
+    again = tracker.add(2, diarize.diarize(brief, model_dir=MODEL_DIR, offset=30.0))
+    assert again and {t.speaker for t in again} <= {t.speaker for t in provisional[len(first.turns):]}
+    final = tracker.final_turns()
+    assert len(final) == len(first.turns) + len(second.turns) + len(again)
+    assert len({t.speaker for t in final}) == 2  # the voiceless turns went to the nearest of the two people
+    assert final[0].speaker == final[1].speaker  # the brief turn (5.6 s) and the next one (10.5 s)
+
+
 def test_silence_noise_and_bad_input():
     assert diarize.diarize(np.zeros(16000 * 5, np.float32), model_dir=MODEL_DIR).turns == []
     assert diarize.diarize(np.zeros(100, np.float32), model_dir=MODEL_DIR).turns == []

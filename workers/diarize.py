@@ -169,7 +169,9 @@ class SpeakerTracker:
     def __init__(self, *, num_speakers: int | None = None):
         self.num_speakers = num_speakers
         self.chunks: dict[int, Diarization] = {}
-        self._sums: list[np.ndarray] = []  # provisional speaker -> sum of its voices, weighted by speech
+        # provisional speaker -> sum of its voices, weighted by speech; None for one first heard without a voice
+        self._sums: list[np.ndarray | None] = []
+        self._last: int | None = None  # provisional speaker of the latest turn so far
 
     def add(self, index: int, diarization: Diarization) -> list[SpeakerTurn]:
         self.chunks[index] = diarization
@@ -179,7 +181,7 @@ class SpeakerTracker:
             voice = diarization.voices[name]
             full = self.num_speakers is not None and len(self._sums) >= self.num_speakers
             sims = {g: float(voice @ total / np.linalg.norm(total)) for g, total in enumerate(self._sums)
-                    if g not in matched.values()}
+                    if total is not None and g not in matched.values()}
             best = max(sims, key=sims.get, default=None)
             if best is not None and (sims[best] >= SAME_VOICE_SIMILARITY or full):
                 matched[name] = best
@@ -189,16 +191,22 @@ class SpeakerTracker:
                 self._sums.append(np.zeros_like(diarization.voices[name]))
                 matched[name] = len(self._sums) - 1
             self._sums[matched[name]] = self._sums[matched[name]] + diarization.voiced_s[name] * diarization.voices[name]
-        # Speakers with too little speech for a voice take the chunk's main speaker (a new one if none).
+        # Speakers with too little speech for a voice take the chunk's main speaker. In a chunk where nobody has
+        # a voice (a lone "mm-hmm" in a quiet stretch) they take the latest speaker so far, as `final` gives them
+        # the nearest one: a new speaker for every such chunk would be a person who is not there.
         main = max(diarization.voices, key=diarization.voiced_s.get, default=None)
         for turn in diarization.turns:
             if turn.speaker not in matched:
-                if main is None:
-                    self._sums.append(np.zeros(1))
+                if main is not None:
+                    matched[turn.speaker] = matched[main]
+                elif self._last is not None:
+                    matched[turn.speaker] = self._last
+                else:
+                    self._sums.append(None)
                     matched[turn.speaker] = len(self._sums) - 1
                     main = turn.speaker
-                else:
-                    matched[turn.speaker] = matched[main]
+        if diarization.turns:
+            self._last = matched[max(diarization.turns, key=lambda t: t.end).speaker]
         return [SpeakerTurn(t.start, t.end, f"SPEAKER_{matched[t.speaker] + 1}") for t in diarization.turns]
 
     def final(self) -> tuple[list[SpeakerTurn], dict[str, tuple[np.ndarray, float]]]:
@@ -239,13 +247,22 @@ class SpeakerTracker:
             return [(t, int(t.speaker)) for t in only.turns], {(index, n): int(n) for n in only.voices}
         keys = [(i, name) for i in sorted(self.chunks) for name in self.chunks[i].voices]
         cluster = self._cluster(keys) if len(keys) > 1 else {key: 0 for key in keys}
-        labelled = []
+        labelled, voiceless = [], []
         for i in sorted(self.chunks):
             d = self.chunks[i]
             main = max(d.voices, key=d.voiced_s.get, default=None)
             for t in d.turns:
                 key = (i, t.speaker) if (i, t.speaker) in cluster else (i, main)
-                labelled.append((t, cluster.get(key, -1)))
+                if key in cluster:
+                    labelled.append((t, cluster[key]))
+                else:
+                    voiceless.append(t)
+        # Turns of chunks where nobody had a voice go to the speaker of the nearest turn in time (-1, one
+        # speaker, when the whole recording has no voice).
+        voiced = list(labelled)
+        for t in voiceless:
+            nearest = min(voiced, key=lambda item: max(item[0].start - t.end, t.start - item[0].end), default=None)
+            labelled.append((t, nearest[1] if nearest else -1))
         return labelled, cluster
 
     def _cluster(self, keys: list[tuple[int, str]]) -> dict[tuple[int, str], int]:
