@@ -57,7 +57,7 @@ the benchmark itself fails.
 
     .venv/bin/python scripts/bench/quality.py [--quick] [--models tiny.en,base] [--speaker-model tiny.en]
         [--baseline-ref 63ee16f] [--no-baseline] [--no-ablation] [--calibrate] [--sweep 0.3,0.4,0.5,0.6]
-        [--no-voices]
+        [--chunk-seconds 10] [--no-voices]
 """
 from __future__ import annotations
 
@@ -189,6 +189,9 @@ def parse_args() -> argparse.Namespace:
                         help="fit speaker_confidence on the tune files and print the constants for workers/turns.py")
     parser.add_argument("--sweep", default="",
                         help="comma-separated diarization thresholds to try on the TUNE files (count estimated)")
+    parser.add_argument("--chunk-seconds", type=float, default=None,
+                        help="chunks of about this many seconds (default: PARLEY_CHUNK_SECONDS, 120); e.g. 10 runs "
+                             "the 30 s clips through the chunk-by-chunk speaker tracking of long recordings")
     parser.add_argument("--no-voices", action="store_true",
                         help="skip the known-voices FA/FR section (scripts/bench/voices.py; off with --quick)")
     return parser.parse_args()
@@ -244,6 +247,8 @@ def previous_engine(ref: str, recs: list, recognised: dict) -> tuple[dict, dict]
 
 def main() -> int:
     args = parse_args()
+    if args.chunk_seconds:
+        os.environ["PARLEY_CHUNK_SECONDS"] = str(args.chunk_seconds)  # read once, by the first get_settings()
 
     from parley.config import get_settings
     from workers.audio import decode
