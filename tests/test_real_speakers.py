@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
+from conftest import running_stack
 from helpers import real_recordings, ws_collector
 
 CALL = "call-diane-sheila"
@@ -88,6 +89,27 @@ def test_two_person_call_count_quick_exchanges_and_live_labels(stack):
     # A client that joins after the job sees the current (final) labels in the replay.
     replay = ws_collector(stack, job_id).result(timeout=60)
     assert [e for e in replay if e["type"] == "speakers"][-1]["segments"] == segments
+
+
+def test_a_meeting_in_short_chunks_is_labelled_to_the_end(tmp_path, redis_server, models_ready):
+    """A real meeting cut into 10 s chunks, as a long recording is cut into 120 s ones: its first chunk holds one
+    brief utterance, too short for a voice. The job completes with every segment labelled by one of the
+    recording's speakers, live and final (it failed before: the chunks after a voiceless one raised ValueError)."""
+    recording = real_recordings()["ami-trn00"]
+    with running_stack(tmp_path, redis_server, workers=[("asr", "asr")], PARLEY_CHUNK_SECONDS="10") as chunked:
+        job_id = chunked.upload(recording.wav, diarize="true", model_name="tiny.en").json()["job_id"]
+        reader = ws_collector(chunked, job_id)
+        status = chunked.wait_job(job_id)
+        assert status["status"] == "completed", status
+        assert chunked.get(f"/api/transcribe/debug/{job_id}").json()["total_chunks"] >= 3
+        events = reader.result(timeout=60)
+        segments = chunked.get(f"/api/transcribe/result/{job_id}").json()["segments"]
+    assert segments and all(re.fullmatch(r"SPEAKER_\d", s["speaker"]) for s in segments), segments
+    speakers = {s["speaker"] for s in segments}
+    assert len(speakers) <= 3  # three people speak; none is invented for the voiceless chunk
+    live = [e for e in events if e["type"] == "segment"]
+    assert live and all(re.fullmatch(r"SPEAKER_\d", e["speaker"]) for e in live)
+    assert [e for e in events if e["type"] == "speakers"][-1]["segments"] == segments
 
 
 @pytest.mark.parametrize("wanted", [1, 3])
