@@ -29,6 +29,10 @@ What is measured, and how:
    count accuracy (count not given) is the share of files whose hypothesis has exactly the reference's
    number of speakers, over the multi-speaker files and the single-speaker files (where the answer must be 1;
    a file with no speaker at all counts as wrong).
+   Long recordings (not with --quick): the clips of one meeting (same split, two reference speakers or more in
+   common) are joined, diarized in chunks of --long-chunk-seconds (default 30) with the tracker as above, and in
+   one piece; their count (not given) and turn DER are printed, in no target. The 30 s clips alone never reach
+   a second chunk at the default chunk length.
 2. Words. WER (jiwer) of Parley's path, `workers.asr.transcribe(settings, chunk, model_name=M, offset=...)`
    chunked as the pipeline chunks, versus a bare faster-whisper call with the same model, compute type and
    threads (`WhisperModel(path, device='cpu', compute_type='int8', cpu_threads=...)`, `transcribe(audio,
@@ -57,7 +61,7 @@ the benchmark itself fails.
 
     .venv/bin/python scripts/bench/quality.py [--quick] [--models tiny.en,base] [--speaker-model tiny.en]
         [--baseline-ref 63ee16f] [--no-baseline] [--no-ablation] [--calibrate] [--sweep 0.3,0.4,0.5,0.6]
-        [--chunk-seconds 10] [--no-voices]
+        [--chunk-seconds 10] [--long-chunk-seconds 30] [--no-voices]
 """
 from __future__ import annotations
 
@@ -79,7 +83,8 @@ from benchlib import host_line, table  # noqa: E402
 from quality_report import (Results, fit_confidence, report_confidence, report_count, report_der,  # noqa: E402
                             report_targets, report_time, report_wer, score_der)
 from quality_scores import der, pct, pooled_der, speaker_count  # noqa: E402
-from quality_speakers import MODEL_DIR, SAMPLE_RATE, count_modes, parley_speakers, run_baseline  # noqa: E402
+from quality_speakers import (MODEL_DIR, SAMPLE_RATE, count_modes, meetings, parley_speakers,  # noqa: E402
+                              run_baseline)
 
 QUICK_FILES = ["call-diane-sheila", "ami-dev00", "ami-trn04", "ami-trn03", "jfk", "sphinx-cards-001",
                "librivox-ss-0870", "librivox-ss-0880"]
@@ -192,6 +197,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chunk-seconds", type=float, default=None,
                         help="chunks of about this many seconds (default: PARLEY_CHUNK_SECONDS, 120); e.g. 10 runs "
                              "the 30 s clips through the chunk-by-chunk speaker tracking of long recordings")
+    parser.add_argument("--long-chunk-seconds", type=float, default=30.0,
+                        help="chunk length for the joined meetings of the long-recording table (default 30)")
     parser.add_argument("--no-voices", action="store_true",
                         help="skip the known-voices FA/FR section (scripts/bench/voices.py; off with --quick)")
     return parser.parse_args()
@@ -288,6 +295,8 @@ def main() -> int:
         fit_confidence(res.multi, new)
     if args.sweep:
         sweep([r for r in recs if r.split == "tune"], audio, [float(x) for x in args.sweep.split(",")])
+    if not args.quick:
+        long_recordings(settings, recs, audio, args.long_chunk_seconds)
     report_time(res, args.baseline_ref, run_started)
     report_targets(res, ders, count_share)
     if not (args.quick or args.no_voices):
@@ -295,6 +304,29 @@ def main() -> int:
 
         voices.quality_hook()
     return 0
+
+
+def long_recordings(settings, recs: list, audio: dict, chunk_s: float) -> None:
+    """The clips of one meeting joined into one recording: turns diarized chunk by chunk (tracked across chunks, as a
+    long recording is) and in one piece, count estimated. Scored and tuning meetings are labelled; not in a target."""
+    rows = []
+    for clips in meetings(recs):
+        joined = np.concatenate([audio[r.name] for r in clips])
+        reference, offset = [], 0.0
+        for r in clips:
+            reference += [(a + offset, b + offset, name) for a, b, name in r.turns]
+            offset += len(audio[r.name]) / SAMPLE_RATE
+        name = "+".join(r.name for r in clips) + (" (tuning)" if clips[0].split == "tune" else "")
+        row = [name, f"{offset:.0f}", len({spk for _, _, spk in reference})]
+        for chunk_s_used in (chunk_s, offset + 1.0):
+            log(f"long recording {name}, chunks of {chunk_s_used:g} s")
+            turns = parley_speakers(settings, joined, [], None, chunk_s=chunk_s_used).turns
+            row += [speaker_count(turns), pct(der(reference, turns, offset, 0.25, name).rate)]
+        rows.append(row)
+    print(f"\n## Long recordings: the clips of one meeting joined, count estimated, chunks of {chunk_s:g} s "
+          "(speakers tracked across chunks) vs one piece; DER of the turns, collar 0.25")
+    print(table(["meeting", "seconds", "ref spk", "found (chunks)", "DER (chunks)", "found (one piece)",
+                 "DER (one piece)"], rows))
 
 
 def sweep(tune: list, audio: dict, thresholds: list[float]) -> None:

@@ -35,15 +35,16 @@ class Labelled:
 
 
 def parley_speakers(settings, audio: np.ndarray, chunks: list[tuple[int, list[dict]]],
-                    num_speakers: int | None) -> Labelled:
+                    num_speakers: int | None, *, chunk_s: float | None = None) -> Labelled:
     """Diarize and label as the pipeline does: per chunk before recognition, then the final relabelling.
 
-    `chunks` are the recognised segments per chunk index, as quality.Transcribed holds them.
+    `chunks` are the recognised segments per chunk index, as quality.Transcribed holds them; chunk_s (default
+    settings.chunk_seconds) is the chunk length the audio is planned in.
     """
     from workers import diarize, turns
     from workers.audio import plan_chunks
 
-    plan = plan_chunks(audio, target_s=settings.chunk_seconds)
+    plan = plan_chunks(audio, target_s=chunk_s or settings.chunk_seconds)
     by_chunk = dict(chunks)
     started = time.perf_counter()
     tracker = diarize.SpeakerTracker(num_speakers=num_speakers)
@@ -60,6 +61,23 @@ def parley_speakers(settings, audio: np.ndarray, chunks: list[tuple[int, list[di
     labelled = turns.label_segments(stored, final) if stored else []
     seconds = time.perf_counter() - started
     return Labelled([(t.start, t.end, t.speaker) for t in final], labelled, seconds, final)
+
+
+def meetings(recs: list) -> list[list]:
+    """Multi-speaker clips of one meeting, in order: those of one split that share two reference speakers or more.
+
+    Joined, they are a longer recording of the same people, on which the chunk-by-chunk tracking can be scored.
+    """
+    groups: list[list] = []
+    for r in sorted((r for r in recs if r.kind == "multi"), key=lambda r: r.name):
+        people = {name for _, _, name in r.turns}
+        home = next((g for g in groups if g[0].split == r.split
+                     and any(len(people & {name for _, _, name in o.turns}) >= 2 for o in g)), None)
+        if home is None:
+            groups.append([r])
+        else:
+            home.append(r)
+    return [g for g in groups if len(g) > 1]
 
 
 def oracle_transcript(segments: list[dict], reference) -> list[dict]:
