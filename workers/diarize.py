@@ -192,8 +192,8 @@ class SpeakerTracker:
                 matched[name] = len(self._sums) - 1
             self._sums[matched[name]] = self._sums[matched[name]] + diarization.voiced_s[name] * diarization.voices[name]
         # Speakers with too little speech for a voice take the chunk's main speaker. In a chunk where nobody has
-        # a voice (a lone "mm-hmm" in a quiet stretch) they take the latest speaker so far, as `final` gives them
-        # the nearest one: a new speaker for every such chunk would be a person who is not there.
+        # a voice (a lone "mm-hmm" in a quiet stretch) they take the latest speaker so far (`final` gives them the
+        # nearest in time): a new speaker for every such chunk would be a person who is not there.
         main = max(diarization.voices, key=diarization.voiced_s.get, default=None)
         for turn in diarization.turns:
             if turn.speaker not in matched:
