@@ -106,7 +106,9 @@ def test_a_meeting_in_short_chunks_is_labelled_to_the_end(tmp_path, redis_server
         segments = chunked.get(f"/api/transcribe/result/{job_id}").json()["segments"]
     assert segments and all(re.fullmatch(r"SPEAKER_\d", s["speaker"]) for s in segments), segments
     speakers = {s["speaker"] for s in segments}
-    assert len(speakers) <= 3  # three people speak; none is invented for the voiceless chunk
+    # Three people speak. Whisper writes no words in the voiceless first chunk, so where its turn goes is shown
+    # by tests/test_diarize.py::test_a_chunk_where_nobody_has_a_voice_takes_a_speaker_already_there.
+    assert len(speakers) <= 3
     live = [e for e in events if e["type"] == "segment"]
     assert live and all(re.fullmatch(r"SPEAKER_\d", e["speaker"]) for e in live)
     assert [e for e in events if e["type"] == "speakers"][-1]["segments"] == segments
